@@ -1,0 +1,76 @@
+// Differentiable functions on Variables. Each forward sits beside its backward closure,
+// which captures only what the gradient needs. Built on core/ops; no kernels here.
+#pragma once
+#include <vector>
+
+#include "autograd/variable.h"
+#include "core/ops.h"
+
+namespace lopper::ag {
+
+// ---- elementwise ----
+Variable unary(UnaryOp op, const Variable& x, UnaryParams p = {});
+inline Variable neg(const Variable& x) { return unary(UnaryOp::neg, x); }
+inline Variable exp(const Variable& x) { return unary(UnaryOp::exp, x); }
+inline Variable log(const Variable& x) { return unary(UnaryOp::log, x); }
+inline Variable sqrt(const Variable& x) { return unary(UnaryOp::sqrt, x); }
+inline Variable tanh(const Variable& x) { return unary(UnaryOp::tanh, x); }
+inline Variable gelu(const Variable& x) { return unary(UnaryOp::gelu, x); }
+inline Variable gelu_tanh(const Variable& x) { return unary(UnaryOp::gelu_tanh, x); }
+inline Variable relu(const Variable& x) { return unary(UnaryOp::relu, x); }
+inline Variable sigmoid(const Variable& x) { return unary(UnaryOp::sigmoid, x); }
+inline Variable abs(const Variable& x) { return unary(UnaryOp::abs, x); }
+inline Variable square(const Variable& x) { return unary(UnaryOp::square, x); }
+inline Variable clamp(const Variable& x, double lo, double hi) { return unary(UnaryOp::clamp, x, {lo, hi}); }
+inline Variable scale(const Variable& x, double s) { return unary(UnaryOp::scale, x, {s, 0}); }
+inline Variable add_scalar(const Variable& x, double s) { return unary(UnaryOp::add_scalar, x, {s, 0}); }
+inline Variable pow_scalar(const Variable& x, double e) { return unary(UnaryOp::pow_scalar, x, {e, 0}); }
+
+Variable binary(BinaryOp op, const Variable& a, const Variable& b);
+inline Variable add(const Variable& a, const Variable& b) { return binary(BinaryOp::add, a, b); }
+inline Variable sub(const Variable& a, const Variable& b) { return binary(BinaryOp::sub, a, b); }
+inline Variable mul(const Variable& a, const Variable& b) { return binary(BinaryOp::mul, a, b); }
+inline Variable div(const Variable& a, const Variable& b) { return binary(BinaryOp::div, a, b); }
+inline Variable maximum(const Variable& a, const Variable& b) { return binary(BinaryOp::maximum, a, b); }
+inline Variable minimum(const Variable& a, const Variable& b) { return binary(BinaryOp::minimum, a, b); }
+
+// where(cond, a, b): cond is a bool tensor, not differentiated.
+Variable where(const Tensor& cond, const Variable& a, const Variable& b);
+Variable masked_fill(const Variable& x, const Tensor& mask, double value);
+
+// ---- shape (views where the tensor op is a view) ----
+Variable reshape(const Variable& x, const Shape& shape);
+Variable transpose(const Variable& x, int64_t d0, int64_t d1);
+Variable permute(const Variable& x, const std::vector<int64_t>& dims);
+Variable slice(const Variable& x, int64_t dim, int64_t start, int64_t end, int64_t step = 1);
+Variable select(const Variable& x, int64_t dim, int64_t index);
+Variable unsqueeze(const Variable& x, int64_t dim);
+Variable squeeze(const Variable& x, int64_t dim);
+Variable expand(const Variable& x, const Shape& shape);
+Variable contiguous(const Variable& x);
+Variable concat(const std::vector<Variable>& xs, int64_t dim);
+
+// ---- reductions ----
+Variable sum(const Variable& x, int64_t dim, bool keepdim = false);
+Variable mean(const Variable& x, int64_t dim, bool keepdim = false);
+Variable max(const Variable& x, int64_t dim, bool keepdim = false);  // values; grad to the argmax
+Variable sum_all(const Variable& x);
+Variable mean_all(const Variable& x);
+
+// ---- rows, products, indexing ----
+Variable softmax(const Variable& x);
+Variable log_softmax(const Variable& x);
+Variable layer_norm(const Variable& x, const Variable& weight, const Variable& bias, double eps);
+Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
+// x (..., in) @ weight (out, in)^T + bias (out), with the Hugging Face weight layout.
+Variable linear(const Variable& x, const Variable& weight, const Variable& bias);
+Variable embedding(const Variable& weight, const Tensor& ids);
+Variable index_select(const Variable& x, int64_t dim, const Tensor& idx);
+Variable gather(const Variable& x, int64_t dim, const Tensor& idx);
+// Values of topk (differentiable) and their i64 indices.
+std::pair<Variable, Tensor> topk(const Variable& x, int64_t k, int64_t dim = -1, bool largest = true);
+
+// Inverted dropout; identity when !training or p == 0. Backward regenerates the mask.
+Variable dropout(const Variable& x, double p, bool training, Generator& gen);
+
+}  // namespace lopper::ag

@@ -1,0 +1,24 @@
+// Where a tensor lives: the CPU or one CUDA device. Not a stream or context.
+#pragma once
+#include <string>
+
+namespace lopper {
+
+enum class DeviceType : unsigned char { cpu, cuda };
+
+struct Device {
+  DeviceType type = DeviceType::cpu;
+  int index = 0;
+
+  static Device cpu() { return {DeviceType::cpu, 0}; }
+  static Device cuda(int i = 0) { return {DeviceType::cuda, i}; }
+  // "cpu", "cuda", "cuda:1"; throws lopper::Error on anything else.
+  static Device parse(const std::string& s);
+
+  bool is_cpu() const { return type == DeviceType::cpu; }
+  bool is_cuda() const { return type == DeviceType::cuda; }
+  std::string str() const;
+  bool operator==(const Device& o) const = default;
+};
+
+}  // namespace lopper

@@ -1,0 +1,17 @@
+// The shape of one GEMM call: C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b], row-major,
+// strided over a batch. The backends map it to oneDNN / cuBLAS; the math is theirs.
+#pragma once
+#include <cstdint>
+
+namespace lopper::kernels {
+
+struct GemmArgs {
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;  // in elements; 0 repeats one matrix
+  int64_t batch = 1;
+  double alpha = 1.0, beta = 0.0;
+};
+
+}  // namespace lopper::kernels

@@ -1,0 +1,43 @@
+// Counter-based random bits (a SplitMix64-style finalizer over seed and counter), shared
+// by the CPU loops and the CUDA kernels so both backends draw identical numbers.
+#pragma once
+#include <math.h>
+#include <cstdint>
+
+#include "core/kernels/host_device.h"
+
+namespace lopper::kernels {
+
+LOPPER_HOST_DEVICE uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+LOPPER_HOST_DEVICE uint64_t random_bits(uint64_t seed, uint64_t counter) {
+  return mix64(mix64(seed + 0x9e3779b97f4a7c15ull) ^ (counter * 0xd1b54a32d192ed03ull));
+}
+
+// Uniform in [0, 1) with 24 (float) random bits; exact dyadic values.
+LOPPER_HOST_DEVICE float uniform01(uint64_t seed, uint64_t counter) {
+  return static_cast<float>(random_bits(seed, counter) >> 40) * (1.0f / 16777216.0f);
+}
+
+LOPPER_HOST_DEVICE double uniform01_f64(uint64_t seed, uint64_t counter) {
+  return static_cast<double>(random_bits(seed, counter) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// Standard normal by Box-Muller from two uniforms on counters (2i, 2i+1).
+LOPPER_HOST_DEVICE double normal01(uint64_t seed, uint64_t counter) {
+  double u1 = uniform01_f64(seed, 2 * counter);
+  double u2 = uniform01_f64(seed, 2 * counter + 1);
+  if (u1 < 1e-300) u1 = 1e-300;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+// Element i kept by dropout with probability 1 - p.
+LOPPER_HOST_DEVICE bool dropout_keep(uint64_t seed, uint64_t counter, float p) {
+  return uniform01(seed, counter) >= p;
+}
+
+}  // namespace lopper::kernels

@@ -1,0 +1,31 @@
+// Attention: scores, mask, softmax, weighted sum; GEMMs on strided head views.
+#include "nn/attention.h"
+
+#include <cmath>
+
+namespace lopper::nn {
+
+Variable scaled_dot_product_attention(const Variable& q, const Variable& k, const Variable& v,
+                                      const Tensor& additive_mask) {
+  LOPPER_CHECK(q.dim() == 4 && k.shape() == q.shape() && v.shape() == q.shape(), "[attention] q ",
+               shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()),
+               " must all be (B, H, T, D)");
+  double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  Variable scores = ag::scale(ag::matmul(q, k, false, true), scale);  // (B, H, T, T)
+  if (additive_mask.defined()) scores = ag::add(scores, Variable(additive_mask));
+  Variable probs = ag::softmax(scores);
+  return ag::matmul(probs, v);  // (B, H, T, D)
+}
+
+Variable split_heads(const Variable& x, int64_t heads) {
+  int64_t b = x.size(0), t = x.size(1), c = x.size(2);
+  LOPPER_CHECK(c % heads == 0, "[attention] width ", c, " not divisible by ", heads, " heads");
+  return ag::permute(ag::reshape(x, {b, t, heads, c / heads}), {0, 2, 1, 3});
+}
+
+Variable merge_heads(const Variable& x) {
+  int64_t b = x.size(0), h = x.size(1), t = x.size(2), d = x.size(3);
+  return ag::reshape(ag::contiguous(ag::permute(x, {0, 2, 1, 3})), {b, t, h * d});
+}
+
+}  // namespace lopper::nn

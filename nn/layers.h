@@ -1,0 +1,46 @@
+// Basic layers with Hugging Face parameter names: Linear (weight (out, in), bias),
+// Embedding (weight), LayerNorm (weight, bias), Dropout, and the activations BERT names.
+#pragma once
+#include <string>
+
+#include "autograd/functions.h"
+#include "nn/module.h"
+
+namespace lopper::nn {
+
+class Linear : public Module {
+ public:
+  // Weights ~ N(0, init_std), bias zero: BERT's initializer.
+  Linear(int64_t in, int64_t out, Generator& gen, bool bias = true, double init_std = 0.02);
+  Variable forward(const Variable& x) const;  // (..., in) -> (..., out)
+  Variable weight, bias;                      // (out, in), (out)
+};
+
+class Embedding : public Module {
+ public:
+  Embedding(int64_t num, int64_t dim, Generator& gen, double init_std = 0.02);
+  Variable forward(const Tensor& ids) const;  // (...) int -> (..., dim)
+  Variable weight;                            // (num, dim)
+};
+
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(int64_t dim, double eps = 1e-12);
+  Variable forward(const Variable& x) const;  // normalizes the last dim
+  Variable weight, bias;                      // (dim), (dim)
+  double eps;
+};
+
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p) : p(p) {}
+  Variable forward(const Variable& x, Generator& gen) const { return ag::dropout(x, p, is_training(), gen); }
+  double p;
+};
+
+enum class Activation { gelu, gelu_tanh, relu, tanh };
+// "gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh" (Hugging Face's hidden_act).
+Activation activation_from_name(const std::string& name);
+Variable activate(Activation a, const Variable& x);
+
+}  // namespace lopper::nn

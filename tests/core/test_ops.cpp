@@ -1,0 +1,258 @@
+// Forward values of the ops against plain loops and closed forms.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+
+#include "core/ops.h"
+
+using namespace lopper;
+
+namespace {
+Tensor randn(const Shape& s, uint64_t seed, DType t = DType::f32) {
+  Generator g(seed);
+  return normal(s, 0.0, 1.0, g, t);
+}
+
+// Reference (M, K) @ (K, N) in double over contiguous copies.
+std::vector<double> ref_matmul(const Tensor& a, const Tensor& b) {
+  auto av = a.contiguous().to_vector<double>(), bv = b.contiguous().to_vector<double>();
+  int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  std::vector<double> c(m * n, 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t p = 0; p < k; ++p)
+      for (int64_t j = 0; j < n; ++j) c[i * n + j] += av[i * k + p] * bv[p * n + j];
+  return c;
+}
+
+void expect_near_vec(const std::vector<double>& a, const std::vector<double>& b, double tol) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tol) << "at " << i;
+}
+}  // namespace
+
+TEST(Ops, UnaryMatchesClosedForms) {
+  Tensor x = Tensor::from_vector<double>({-2.0, -0.5, 0.0, 0.7, 3.0}, {5});
+  auto xv = x.to_vector<double>();
+  auto check = [&](const Tensor& y, auto fn) {
+    auto yv = y.to_vector<double>();
+    for (size_t i = 0; i < xv.size(); ++i) EXPECT_NEAR(yv[i], fn(xv[i]), 1e-12) << "x=" << xv[i];
+  };
+  check(gelu(x), [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); });
+  check(gelu_tanh(x), [](double v) {
+    return 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+  });
+  check(sigmoid(x), [](double v) { return 1 / (1 + std::exp(-v)); });
+  check(relu(x), [](double v) { return v > 0 ? v : 0; });
+  check(tanh(x), [](double v) { return std::tanh(v); });
+  check(exp(x), [](double v) { return std::exp(v); });
+  check(abs(x), [](double v) { return std::fabs(v); });
+  check(sign(x), [](double v) { return v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0); });
+  check(clamp(x, -1, 1), [](double v) { return std::min(1.0, std::max(-1.0, v)); });
+  check(scale(x, 3), [](double v) { return 3 * v; });
+  check(add_scalar(x, 3), [](double v) { return v + 3; });
+  check(neg(x), [](double v) { return -v; });
+  check(square(x), [](double v) { return v * v; });
+  Tensor pos = Tensor::from_vector<double>({0.5, 1.0, 4.0}, {3});
+  auto pv = pos.to_vector<double>();
+  auto yv = log(pos).to_vector<double>();
+  auto sv = sqrt(pos).to_vector<double>();
+  auto qv = pow_scalar(pos, 1.5).to_vector<double>();
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_NEAR(yv[i], std::log(pv[i]), 1e-12);
+    EXPECT_NEAR(sv[i], std::sqrt(pv[i]), 1e-12);
+    EXPECT_NEAR(qv[i], std::pow(pv[i], 1.5), 1e-12);
+  }
+  // Sigmoid must not overflow for large |x|.
+  auto big = sigmoid(Tensor::from_vector<float>({-200.f, 200.f}, {2})).to_vector<float>();
+  EXPECT_EQ(big[0], 0.0f);
+  EXPECT_EQ(big[1], 1.0f);
+}
+
+TEST(Ops, BroadcastingBinaryOnStridedInputs) {
+  Tensor a = randn({4, 3}, 1).transpose(0, 1);  // (3, 4), non-contiguous
+  Tensor b = randn({4}, 2);
+  Tensor c = randn({3, 1}, 3);
+  auto av = a.contiguous().to_vector<float>(), bv = b.to_vector<float>(), cv = c.to_vector<float>();
+  auto s = add(a, b).to_vector<float>();
+  auto d = div(a, c).to_vector<float>();
+  auto mx = maximum(a, b).to_vector<float>();
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 4; ++j) {
+      EXPECT_FLOAT_EQ(s[i * 4 + j], av[i * 4 + j] + bv[j]);
+      EXPECT_FLOAT_EQ(d[i * 4 + j], av[i * 4 + j] / cv[i]);
+      EXPECT_FLOAT_EQ(mx[i * 4 + j], std::max(av[i * 4 + j], bv[j]));
+    }
+  EXPECT_EQ(mul(Tensor::zeros({2, 1, 3}), Tensor::zeros({4, 1})).shape(), (Shape{2, 4, 3}));
+}
+
+TEST(Ops, LargeElementwiseUsesAllThreadsAndMatchesSerial) {
+  Tensor a = randn({300, 257}, 4), b = randn({257}, 5);
+  omp_set_num_threads(1);
+  Tensor s1 = gelu(add(a, b));
+  omp_set_num_threads(2);
+  Tensor s2 = gelu(add(a, b));
+  EXPECT_EQ(max_abs_diff(s1, s2), 0.0);
+}
+
+TEST(Ops, CompareWhereMaskedFill) {
+  Tensor a = Tensor::from_vector<float>({1, 2, 3, 4}, {2, 2});
+  Tensor b = Tensor::from_vector<float>({2}, {1});
+  EXPECT_EQ(gt(a, b).to_vector<uint8_t>(), (std::vector<uint8_t>{0, 0, 1, 1}));
+  EXPECT_EQ(eq(a, b).to_vector<uint8_t>(), (std::vector<uint8_t>{0, 1, 0, 0}));
+  EXPECT_EQ(le(a, b).to_vector<uint8_t>(), (std::vector<uint8_t>{1, 1, 0, 0}));
+  Tensor w = where(gt(a, b), a, Tensor::scalar(-1.0));
+  EXPECT_EQ(w.to_vector<float>(), (std::vector<float>{-1, -1, 3, 4}));
+  Tensor mask = Tensor::from_vector<uint8_t>({1, 0}, {1, 2});  // broadcast over rows
+  EXPECT_EQ(masked_fill(a, mask, 9).to_vector<float>(), (std::vector<float>{9, 2, 9, 4}));
+  EXPECT_THROW(where(a, a, a), Error);  // condition must be bool
+}
+
+TEST(Ops, Reductions) {
+  Tensor x = randn({3, 4, 5}, 6, DType::f64);
+  auto xv = x.to_vector<double>();
+  auto s1 = sum(x, 1).to_vector<double>();
+  auto m2 = mean(x, -1, true);
+  EXPECT_EQ(m2.shape(), (Shape{3, 4, 1}));
+  auto [mx, am] = max(x, 0);
+  auto mxv = mx.to_vector<double>();
+  auto amv = am.to_vector<int64_t>();
+  for (int i = 0; i < 3; ++i)
+    for (int k = 0; k < 5; ++k) {
+      double acc = 0;
+      for (int j = 0; j < 4; ++j) acc += xv[(i * 4 + j) * 5 + k];
+      EXPECT_NEAR(s1[i * 5 + k], acc, 1e-12);
+    }
+  for (int j = 0; j < 4; ++j)
+    for (int k = 0; k < 5; ++k) {
+      int best = 0;
+      for (int i = 1; i < 3; ++i)
+        if (xv[(i * 4 + j) * 5 + k] > xv[(best * 4 + j) * 5 + k]) best = i;
+      EXPECT_EQ(amv[j * 5 + k], best);
+      EXPECT_EQ(mxv[j * 5 + k], xv[(best * 4 + j) * 5 + k]);
+    }
+  double total = 0;
+  for (double v : xv) total += v;
+  EXPECT_NEAR(sum_all(x).item<double>(), total, 1e-12);
+  EXPECT_NEAR(mean_all(x).item<double>(), total / 60, 1e-12);
+  EXPECT_EQ(argmax(Tensor::from_vector<float>({1, 5, 5, 2}, {4}), 0).item<int64_t>(), 1);  // first max
+  EXPECT_EQ(min(Tensor::from_vector<float>({3, -1, 2}, {3}), 0).first.item<float>(), -1.0f);
+}
+
+TEST(Ops, SoftmaxAndLogSoftmaxRows) {
+  Tensor x = randn({6, 7}, 7, DType::f64);
+  auto xv = x.to_vector<double>();
+  auto y = softmax(x).to_vector<double>();
+  auto ly = log_softmax(x).to_vector<double>();
+  for (int r = 0; r < 6; ++r) {
+    double z = 0;
+    for (int c = 0; c < 7; ++c) z += std::exp(xv[r * 7 + c]);
+    for (int c = 0; c < 7; ++c) {
+      EXPECT_NEAR(y[r * 7 + c], std::exp(xv[r * 7 + c]) / z, 1e-14);
+      EXPECT_NEAR(ly[r * 7 + c], xv[r * 7 + c] - std::log(z), 1e-12);
+    }
+  }
+  // Stable for large logits.
+  auto big = softmax(Tensor::from_vector<float>({1000, 1000}, {1, 2})).to_vector<float>();
+  EXPECT_FLOAT_EQ(big[0], 0.5f);
+}
+
+TEST(Ops, LayerNormMatchesDefinition) {
+  Tensor x = randn({5, 8}, 8, DType::f64);
+  Tensor w = randn({8}, 9, DType::f64), b = randn({8}, 10, DType::f64);
+  LayerNormOut r = layer_norm(x, w, b, 1e-12);
+  auto xv = x.to_vector<double>(), wv = w.to_vector<double>(), bv = b.to_vector<double>();
+  auto yv = r.y.to_vector<double>();
+  for (int i = 0; i < 5; ++i) {
+    double mu = 0, var = 0;
+    for (int j = 0; j < 8; ++j) mu += xv[i * 8 + j] / 8;
+    for (int j = 0; j < 8; ++j) var += (xv[i * 8 + j] - mu) * (xv[i * 8 + j] - mu) / 8;
+    for (int j = 0; j < 8; ++j)
+      EXPECT_NEAR(yv[i * 8 + j], (xv[i * 8 + j] - mu) / std::sqrt(var + 1e-12) * wv[j] + bv[j], 1e-12);
+  }
+  EXPECT_THROW(layer_norm(x, Tensor::zeros({7}, DType::f64), b, 1e-5), Error);
+}
+
+TEST(Ops, MatmulAgainstLoopsAllTransposesAndBatches) {
+  for (DType t : {DType::f32, DType::f64}) {
+    double tol = t == DType::f32 ? 1e-4 : 1e-12;
+    Tensor a = randn({7, 5}, 11, t), b = randn({5, 9}, 12, t);
+    auto ref = ref_matmul(a, b);
+    expect_near_vec(matmul(a, b).to_vector<double>(), ref, tol);
+    expect_near_vec(matmul(a.transpose(0, 1).contiguous(), b, true, false).to_vector<double>(), ref, tol);
+    expect_near_vec(matmul(a, b.transpose(0, 1).contiguous(), false, true).to_vector<double>(), ref, tol);
+    expect_near_vec(matmul(a.transpose(0, 1).contiguous().transpose(0, 1), b).to_vector<double>(), ref, tol);
+    // A sliced (non-unit leading dim) operand.
+    Tensor wide = randn({7, 12}, 13, t);
+    Tensor as = wide.slice(1, 2, 7);
+    expect_near_vec(matmul(as, b).to_vector<double>(), ref_matmul(as, b), tol);
+    // Batched with per-batch b, and a batched a with a shared 2-D b.
+    Tensor ba = randn({3, 2, 7, 5}, 14, t), bb = randn({3, 2, 5, 9}, 15, t);
+    Tensor c = matmul(ba, bb);
+    EXPECT_EQ(c.shape(), (Shape{3, 2, 7, 9}));
+    expect_near_vec(c.select(0, 2).select(0, 1).to_vector<double>(),
+                    ref_matmul(ba.select(0, 2).select(0, 1), bb.select(0, 2).select(0, 1)), tol);
+    Tensor c2 = matmul(ba, b);
+    expect_near_vec(c2.select(0, 1).select(0, 0).to_vector<double>(), ref_matmul(ba.select(0, 1).select(0, 0), b), tol);
+    // Attention layout: (B, T, H, D) permuted to (B, H, T, D), K transposed.
+    Tensor q = randn({2, 6, 3, 4}, 16, t).permute({0, 2, 1, 3});
+    Tensor k = randn({2, 6, 3, 4}, 17, t).permute({0, 2, 1, 3});
+    Tensor s = matmul(q, k, false, true);
+    expect_near_vec(s.select(0, 1).select(0, 2).to_vector<double>(),
+                    ref_matmul(q.select(0, 1).select(0, 2), k.select(0, 1).select(0, 2).transpose(0, 1)), tol);
+  }
+}
+
+TEST(Ops, TopkSortedWithIndices) {
+  Tensor x = Tensor::from_vector<float>({3, 1, 4, 1, 5, 9, 2, 6}, {2, 4});
+  auto [v, i] = topk(x, 2, -1, true);
+  EXPECT_EQ(v.to_vector<float>(), (std::vector<float>{4, 3, 9, 6}));
+  EXPECT_EQ(i.to_vector<int64_t>(), (std::vector<int64_t>{2, 0, 1, 3}));
+  auto [vs, is] = topk(x, 1, 0, false);  // smallest along dim 0
+  EXPECT_EQ(vs.to_vector<float>(), (std::vector<float>{3, 1, 2, 1}));
+  EXPECT_EQ(is.to_vector<int64_t>(), (std::vector<int64_t>{0, 0, 1, 0}));
+  EXPECT_THROW(topk(x, 5), Error);
+}
+
+TEST(Ops, IndexingGatherScatterEmbeddingConcat) {
+  Tensor w = Tensor::from_vector<float>({0, 1, 10, 11, 20, 21}, {3, 2});
+  Tensor ids = Tensor::from_vector<int64_t>({2, 0, 2}, {3});
+  Tensor e = embedding(w, ids.view({1, 3}));
+  EXPECT_EQ(e.shape(), (Shape{1, 3, 2}));
+  EXPECT_EQ(e.to_vector<float>(), (std::vector<float>{20, 21, 0, 1, 20, 21}));
+  Tensor g = embedding_backward(ids, Tensor::ones({3, 2}), 3);
+  EXPECT_EQ(g.to_vector<float>(), (std::vector<float>{1, 1, 0, 0, 2, 2}));
+  EXPECT_THROW(embedding(w, Tensor::from_vector<int64_t>({3}, {1})), Error);
+  EXPECT_THROW(embedding(w, Tensor::from_vector<int64_t>({-1}, {1})), Error);
+
+  Tensor cols = index_select(w, 1, Tensor::from_vector<int32_t>({1, 1}, {2}));
+  EXPECT_EQ(cols.to_vector<float>(), (std::vector<float>{1, 1, 11, 11, 21, 21}));
+
+  Tensor x = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor gi = Tensor::from_vector<int64_t>({2, 0, 1, 1}, {2, 2});
+  EXPECT_EQ(gather(x, 1, gi).to_vector<float>(), (std::vector<float>{3, 1, 5, 5}));
+  EXPECT_EQ(scatter_add({2, 3}, 1, gi, Tensor::ones({2, 2})).to_vector<float>(),
+            (std::vector<float>{1, 0, 1, 0, 2, 0}));
+
+  Tensor c = concat({x, Tensor::full({2, 1}, 7)}, 1);
+  EXPECT_EQ(c.to_vector<float>(), (std::vector<float>{1, 2, 3, 7, 4, 5, 6, 7}));
+  EXPECT_THROW(concat({x, Tensor::zeros({3, 1})}, 1), Error);
+}
+
+TEST(Ops, SumToUndoesBroadcasting) {
+  Tensor g = Tensor::ones({4, 2, 3});
+  EXPECT_EQ(sum_to(g, {3}).to_vector<float>(), (std::vector<float>{8, 8, 8}));
+  EXPECT_EQ(sum_to(g, {2, 1}).to_vector<float>(), (std::vector<float>{12, 12}));
+}
+
+TEST(Ops, AdamWStepMatchesFormula) {
+  Tensor p = Tensor::from_vector<float>({1.0f, -2.0f}, {2});
+  Tensor g = Tensor::from_vector<float>({0.5f, 0.25f}, {2});
+  Tensor m = Tensor::zeros({2}), v = Tensor::zeros({2});
+  kernels::AdamWStep s{0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 1 - 0.9f, 1 - 0.999f};
+  adamw_step(s, p, g, m, v);
+  // First step: mhat = g, vhat = g^2, so the update is lr * (sign(g) + wd * p).
+  auto pv = p.to_vector<float>();
+  EXPECT_NEAR(pv[0], 1.0f - 0.1f * (1.0f + 0.01f * 1.0f), 1e-6);
+  EXPECT_NEAR(pv[1], -2.0f - 0.1f * (1.0f + 0.01f * -2.0f), 1e-6);
+}
