@@ -1,7 +1,6 @@
-// Allocators and their statistics. CPU: 64-byte aligned blocks straight from the OS
-// allocator. CUDA: a caching allocator (in core/cuda) so training steps do not call cudaMalloc.
-// Not a memory pool for the CPU: glibc already caches small blocks, and large ones are
-// returned so a test can see real growth.
+// Allocators and their statistics. Both the CPU (64-byte aligned blocks) and each CUDA
+// device use a CachingAllocator (core/caching_allocator.h) over the raw allocator.
+// Not a memory pool with splitting or defragmentation.
 #pragma once
 #include <atomic>
 #include <cstddef>

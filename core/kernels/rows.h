@@ -12,15 +12,20 @@ namespace lopper::kernels {
 template <class T>
 LOPPER_HOST_DEVICE void softmax_row(const T* x, T* y, int64_t n, bool log_space) {
   T mx = x[0];
-  for (int64_t i = 1; i < n; ++i) mx = k_max(mx, x[i]);
+  LOPPER_SIMD_MAX(mx)
+  for (int64_t i = 1; i < n; ++i) mx = mx > x[i] ? mx : x[i];
   T sum = T(0);
   if (log_space) {
+    LOPPER_SIMD_SUM(sum)
     for (int64_t i = 0; i < n; ++i) sum += k_exp(x[i] - mx);
     T lse = mx + k_log(sum);
+    LOPPER_SIMD
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] - lse;
   } else {
+    LOPPER_SIMD_SUM(sum)
     for (int64_t i = 0; i < n; ++i) { y[i] = k_exp(x[i] - mx); sum += y[i]; }
     T inv = T(1) / sum;
+    LOPPER_SIMD
     for (int64_t i = 0; i < n; ++i) y[i] *= inv;
   }
 }
@@ -30,10 +35,14 @@ template <class T>
 LOPPER_HOST_DEVICE void softmax_backward_row(const T* y, const T* gy, T* gx, int64_t n, bool log_space) {
   T acc = T(0);
   if (log_space) {
+    LOPPER_SIMD_SUM(acc)
     for (int64_t i = 0; i < n; ++i) acc += gy[i];
+    LOPPER_SIMD
     for (int64_t i = 0; i < n; ++i) gx[i] = gy[i] - k_exp(y[i]) * acc;
   } else {
+    LOPPER_SIMD_SUM(acc)
     for (int64_t i = 0; i < n; ++i) acc += gy[i] * y[i];
+    LOPPER_SIMD
     for (int64_t i = 0; i < n; ++i) gx[i] = y[i] * (gy[i] - acc);
   }
 }
@@ -43,12 +52,15 @@ template <class T>
 LOPPER_HOST_DEVICE void layer_norm_row(const T* x, const T* w, const T* b, T* y, int64_t n,
                                        T eps, T* mean_out, T* rstd_out) {
   T mean = T(0);
+  LOPPER_SIMD_SUM(mean)
   for (int64_t i = 0; i < n; ++i) mean += x[i];
   mean /= T(n);
   T var = T(0);
+  LOPPER_SIMD_SUM(var)
   for (int64_t i = 0; i < n; ++i) { T d = x[i] - mean; var += d * d; }
   var /= T(n);
   T rstd = T(1) / k_sqrt(var + eps);
+  LOPPER_SIMD
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * rstd * w[i] + b[i];
   *mean_out = mean;
   *rstd_out = rstd;
@@ -59,6 +71,7 @@ template <class T>
 LOPPER_HOST_DEVICE void layer_norm_backward_row(const T* x, const T* w, const T* gy, T mean,
                                                 T rstd, T* gx, int64_t n) {
   T sum_g = T(0), sum_gx = T(0);
+  LOPPER_SIMD_SUM2(sum_g, sum_gx)
   for (int64_t i = 0; i < n; ++i) {
     T g = gy[i] * w[i];
     T xhat = (x[i] - mean) * rstd;
@@ -66,6 +79,7 @@ LOPPER_HOST_DEVICE void layer_norm_backward_row(const T* x, const T* w, const T*
     sum_gx += g * xhat;
   }
   T mg = sum_g / T(n), mgx = sum_gx / T(n);
+  LOPPER_SIMD
   for (int64_t i = 0; i < n; ++i) {
     T xhat = (x[i] - mean) * rstd;
     gx[i] = rstd * (gy[i] * w[i] - mg - xhat * mgx);

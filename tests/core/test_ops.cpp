@@ -256,3 +256,24 @@ TEST(Ops, AdamWStepMatchesFormula) {
   EXPECT_NEAR(pv[0], 1.0f - 0.1f * (1.0f + 0.01f * 1.0f), 1e-6);
   EXPECT_NEAR(pv[1], -2.0f - 0.1f * (1.0f + 0.01f * -2.0f), 1e-6);
 }
+
+TEST(Ops, VectorizedFloatExpAndErfAgainstLibm) {
+  // k_exp: Cephes polynomial, relative error within a few ulp; k_erf: A&S 7.1.26,
+  // absolute error <= 1.5e-7 in exact arithmetic; evaluating 1 - poly * exp(-x^2) in float
+  // adds up to ~2.5e-7 more near |x| = 0.5, so the bound here is 5e-7.
+  double worst_exp = 0, worst_erf = 0;
+  for (int i = -87000; i <= 88000; ++i) {
+    float x = static_cast<float>(i) * 1e-3f;
+    double e = std::exp(static_cast<double>(x));
+    worst_exp = std::max(worst_exp, std::fabs(kernels::k_exp(x) - e) / e);
+  }
+  for (int i = -6000; i <= 6000; ++i) {
+    float x = static_cast<float>(i) * 1e-3f;
+    worst_erf = std::max(worst_erf, std::fabs(kernels::k_erf(x) - std::erf(static_cast<double>(x))));
+  }
+  EXPECT_LT(worst_exp, 4 * 6e-8);
+  EXPECT_LT(worst_erf, 5e-7);
+  EXPECT_EQ(kernels::k_exp(-100.0f), 0.0f);
+  EXPECT_EQ(kernels::k_exp(0.0f), 1.0f);
+  EXPECT_TRUE(std::isfinite(kernels::k_exp(100.0f)));
+}

@@ -7,13 +7,13 @@
 #include "autograd/gradcheck.h"
 #include "nn/layers.h"
 #include "nn/losses.h"
-#include "tiny_encoder.h"
+#include "nn/tiny_encoder.h"
 
 using namespace lopper;
 
 TEST(Module, RecursiveNamesFollowRegistration) {
   Generator g(1);
-  test_models::TinyEncoder m(10, 8, 16, 2, 2, g);
+  nn::TinyEncoder m(10, 8, 16, 2, 2, g);
   auto names = m.named_parameters();
   EXPECT_EQ(names.front().first, "tok.weight");
   bool found = false;
@@ -28,7 +28,7 @@ TEST(Module, RecursiveNamesFollowRegistration) {
 
 TEST(Module, StateDictRoundTripAndLoadReports) {
   Generator g1(1), g2(2);
-  test_models::TinyEncoder a(10, 8, 16, 2, 1, g1), b(10, 8, 16, 2, 1, g2);
+  nn::TinyEncoder a(10, 8, 16, 2, 1, g1), b(10, 8, 16, 2, 1, g2);
   b.load_state_dict(a.state_dict());
   for (auto& [n, v] : a.named_parameters()) EXPECT_EQ(max_abs_diff(v.data(), b.parameter(n).data()), 0.0) << n;
 
@@ -55,7 +55,7 @@ TEST(Module, StateDictRoundTripAndLoadReports) {
 
 TEST(Module, TrainEvalAndFreezing) {
   Generator g(1);
-  test_models::TinyEncoder m(10, 8, 16, 2, 1, g);
+  nn::TinyEncoder m(10, 8, 16, 2, 1, g);
   m.eval();
   EXPECT_FALSE((*m.blocks)[0].ln1->is_training());
   m.train();

@@ -2,30 +2,17 @@
 // and 1,000 training steps leave the allocator's live bytes where they were.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-
 #include "nn/losses.h"
 #include "nn/optim.h"
-#include "tiny_encoder.h"
+#include "nn/tiny_encoder.h"
 
 using namespace lopper;
 
 namespace {
 constexpr int64_t kVocab = 10, kSeq = 8;
 
-// Random digit sequences and their sorted versions, as (B, T) i64 tensors.
-std::pair<Tensor, Tensor> sort_batch(int64_t b, Generator& g) {
-  std::vector<int64_t> x(b * kSeq), y(b * kSeq);
-  for (int64_t i = 0; i < b; ++i) {
-    for (int64_t t = 0; t < kSeq; ++t) x[i * kSeq + t] = static_cast<int64_t>(g.next_below(kVocab));
-    std::copy(x.begin() + i * kSeq, x.begin() + (i + 1) * kSeq, y.begin() + i * kSeq);
-    std::sort(y.begin() + i * kSeq, y.begin() + (i + 1) * kSeq);
-  }
-  return {Tensor::from_vector(x, {b, kSeq}), Tensor::from_vector(y, {b * kSeq})};
-}
-
-double train_step(test_models::TinyEncoder& model, nn::Optimizer& opt, const nn::LrSchedule& sched, Generator& data) {
-  auto [x, y] = sort_batch(64, data);
+double train_step(nn::TinyEncoder& model, nn::Optimizer& opt, const nn::LrSchedule& sched, Generator& data) {
+  auto [x, y] = nn::sort_digits_batch(64, kSeq, kVocab, data);
   Variable logits = model.forward(x);
   Variable loss = nn::cross_entropy(ag::reshape(logits, {-1, kVocab}), y);
   opt.zero_grad();
@@ -38,7 +25,7 @@ double train_step(test_models::TinyEncoder& model, nn::Optimizer& opt, const nn:
 
 TEST(TinyTransformer, LearnsToSortDigits) {
   Generator init(1), data(2);
-  test_models::TinyEncoder model(kVocab, kSeq, 64, 4, 2, init);
+  nn::TinyEncoder model(kVocab, kSeq, 64, 4, 2, init);
   nn::AdamW opt(nn::decay_groups(model.named_parameters(), 3e-3, 0.01));
   const int64_t steps = 600;
   nn::LrSchedule sched{nn::ScheduleKind::cosine, 100, steps};
@@ -53,7 +40,7 @@ TEST(TinyTransformer, LearnsToSortDigits) {
   model.eval();
   NoGradGuard ng;
   Generator test_data(99);
-  auto [x, y] = sort_batch(1000, test_data);
+  auto [x, y] = nn::sort_digits_batch(1000, kSeq, kVocab, test_data);
   Tensor pred = argmax(model.forward(x).data(), -1).reshape({-1});
   auto pv = pred.to_vector<int64_t>(), yv = y.to_vector<int64_t>();
   int64_t correct = 0;
@@ -65,7 +52,7 @@ TEST(TinyTransformer, LearnsToSortDigits) {
 
 TEST(TinyTransformer, NoMemoryGrowthOver1000Steps) {
   Generator init(3), data(4);
-  test_models::TinyEncoder model(kVocab, kSeq, 32, 4, 2, init);
+  nn::TinyEncoder model(kVocab, kSeq, 32, 4, 2, init);
   nn::AdamW opt(nn::decay_groups(model.named_parameters(), 1e-3, 0.01));
   nn::LrSchedule sched{nn::ScheduleKind::linear, 10, 1000};
   Allocator& a = cpu_allocator();
