@@ -79,9 +79,13 @@ __attribute__((target("avx512f"))) float fma_chains(int64_t iters) {
   const __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
   for (int64_t i = 0; i < iters; ++i)
     for (int j = 0; j < 12; ++j) acc[j] = _mm512_fmadd_ps(acc[j], m, a);
+  alignas(64) float lanes[16];
   __m512 s = acc[0];
   for (int j = 1; j < 12; ++j) s = _mm512_add_ps(s, acc[j]);
-  return _mm512_reduce_add_ps(s);
+  _mm512_store_ps(lanes, s);
+  float total = 0;
+  for (float v : lanes) total += v;
+  return total;
 }
 
 void BM_FmaPeak(benchmark::State& st) {

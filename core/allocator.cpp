@@ -32,6 +32,11 @@ Storage::Storage(size_t bytes, Device device)
   data_ = allocator_->allocate(bytes);
 }
 
-Storage::~Storage() { allocator_->deallocate(data_, bytes_); }
+Storage::Storage(void* data, size_t bytes, Device device, std::shared_ptr<void> owner)
+    : data_(data), bytes_(bytes), device_(device), owner_(std::move(owner)) {}
+
+Storage::~Storage() {
+  if (allocator_) allocator_->deallocate(data_, bytes_);
+}
 
 }  // namespace lopper

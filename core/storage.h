@@ -11,6 +11,8 @@ namespace lopper {
 class Storage {
  public:
   Storage(size_t bytes, Device device);
+  // Wraps memory owned elsewhere (a memory-mapped file); `owner` keeps it alive.
+  Storage(void* data, size_t bytes, Device device, std::shared_ptr<void> owner);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -23,7 +25,8 @@ class Storage {
   void* data_ = nullptr;
   size_t bytes_ = 0;
   Device device_;
-  Allocator* allocator_ = nullptr;
+  Allocator* allocator_ = nullptr;  // null for external memory
+  std::shared_ptr<void> owner_;
 };
 
 }  // namespace lopper

@@ -83,6 +83,14 @@ Tensor Tensor::arange(int64_t n, DType dtype, Device device) {
   return t.to(device);
 }
 
+Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype, int64_t offset) {
+  LOPPER_CHECK(storage != nullptr, "[from_storage] null storage");
+  size_t need = (static_cast<size_t>(offset) + static_cast<size_t>(shape_numel(shape))) * dtype_size(dtype);
+  LOPPER_CHECK(need <= storage->bytes(), "[from_storage] ", shape_str(shape), " ", dtype_name(dtype), " at offset ",
+               offset, " needs ", need, " bytes, storage has ", storage->bytes());
+  return Tensor(std::move(storage), shape, contiguous_strides(shape), offset, dtype);
+}
+
 template <class T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
   LOPPER_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "[from_vector] ",

@@ -34,6 +34,8 @@ class Tensor {
                      Device device = Device::cpu());
   static Tensor scalar(double value, DType dtype = DType::f32, Device device = Device::cpu());
   static Tensor arange(int64_t n, DType dtype = DType::i64, Device device = Device::cpu());
+  // A contiguous view of `shape` over existing storage, starting `offset` elements in.
+  static Tensor from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype, int64_t offset = 0);
   template <class T>
   static Tensor from_vector(const std::vector<T>& values, const Shape& shape,
                             Device device = Device::cpu());

