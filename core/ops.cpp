@@ -377,21 +377,34 @@ bool as_gemm_operand(int64_t s_row, int64_t s_col, int64_t rows, int64_t cols, b
   return false;
 }
 
-// Flattens the batch dims of t (all but the last two) into one stride; false if not uniform.
-bool batch_stride(const Tensor& t, int64_t* stride) {
-  int64_t nb = t.dim() - 2;
-  int64_t expect = -1;
-  for (int64_t d = nb - 1; d >= 0; --d) {
-    if (t.size(d) == 1) continue;
-    if (expect < 0) {
-      *stride = t.stride(d);
-      expect = t.stride(d) * t.size(d);
-    } else {
-      if (t.stride(d) != expect) return false;
-      expect *= t.size(d);
+// The batch dims of a GEMM as at most two (size, stride) levels shared by a, b and c:
+// dims merge where every operand is uniformly strided across them. False if more than two
+// levels remain (the caller then copies an operand to make it contiguous).
+bool batch_levels(const Shape& sizes, const Shape& sa, const Shape& sb, const Shape& sc, kernels::GemmArgs& g) {
+  struct Level { int64_t size, a, b, c; };
+  std::vector<Level> levels;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] == 1) continue;
+    if (!levels.empty()) {
+      Level& l = levels.back();
+      if (l.a == sa[i] * sizes[i] && l.b == sb[i] * sizes[i] && l.c == sc[i] * sizes[i]) {
+        l = {l.size * sizes[i], sa[i], sb[i], sc[i]};
+        continue;
+      }
     }
+    levels.push_back({sizes[i], sa[i], sb[i], sc[i]});
   }
-  if (expect < 0) *stride = 0;
+  if (levels.size() > 2) return false;
+  g.outer = 1; g.outer_stride_a = g.outer_stride_b = g.outer_stride_c = 0;
+  g.batch = 1; g.stride_a = g.stride_b = g.stride_c = 0;
+  if (levels.size() == 2) {
+    g.outer = levels[0].size;
+    g.outer_stride_a = levels[0].a; g.outer_stride_b = levels[0].b; g.outer_stride_c = levels[0].c;
+  }
+  if (!levels.empty()) {
+    g.batch = levels.back().size;
+    g.stride_a = levels.back().a; g.stride_b = levels.back().b; g.stride_c = levels.back().c;
+  }
   return true;
 }
 }  // namespace
@@ -429,21 +442,30 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
   }
 
   kernels::GemmArgs g;
-  g.m = m; g.n = n; g.k = k; g.batch = nbatch;
-  auto prepare = [&](Tensor& t, bool* tr, int64_t* ld, int64_t* bstride, bool batched) {
-    int64_t r = t.size(-2), cl = t.size(-1);
-    bool ok = as_gemm_operand(t.stride(-2), t.stride(-1), r, cl, tr, ld) && (!batched || batch_stride(t, bstride));
-    if (!ok) {
+  g.m = m; g.n = n; g.k = k;
+  // Each operand's last two dims must be a row-major matrix or its transpose.
+  auto matrix = [&](Tensor& t, bool* tr, int64_t* ld) {
+    if (!as_gemm_operand(t.stride(-2), t.stride(-1), t.size(-2), t.size(-1), tr, ld)) {
       t = t.contiguous();
-      as_gemm_operand(t.stride(-2), t.stride(-1), r, cl, tr, ld);
-      if (batched) batch_stride(t, bstride);
+      as_gemm_operand(t.stride(-2), t.stride(-1), t.size(-2), t.size(-1), tr, ld);
     }
-    if (!batched) *bstride = 0;
   };
-  prepare(a, &g.trans_a, &g.lda, &g.stride_a, a.dim() > 2);
-  prepare(b, &g.trans_b, &g.ldb, &g.stride_b, b.dim() > 2);
+  matrix(a, &g.trans_a, &g.lda);
+  matrix(b, &g.trans_b, &g.ldb);
   g.ldc = n;
-  g.stride_c = m * n;
+  size_t nb = batch.size();
+  auto batch_strides = [nb](const Tensor& t) {
+    return t.dim() > 2 ? Shape(t.strides().begin(), t.strides().begin() + nb) : Shape(nb, 0);
+  };
+  Shape sc(c.strides().begin(), c.strides().begin() + nb);
+  if (!batch_levels(batch, batch_strides(a), batch_strides(b), sc, g)) {
+    a = a.contiguous();
+    if (b.dim() > 2) b = b.contiguous();
+    matrix(a, &g.trans_a, &g.lda);
+    matrix(b, &g.trans_b, &g.ldb);
+    bool ok = batch_levels(batch, batch_strides(a), batch_strides(b), sc, g);
+    LOPPER_CHECK(ok, "[matmul] internal: contiguous operands did not flatten");
+  }
   LOPPER_BACKEND(a.device(), gemm, g, a, b, c);
   return c;
 }

@@ -453,9 +453,9 @@ void scatter_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, con
 namespace {
 template <class T>
 void gemm_reference(const GemmArgs& g, const T* a, const T* b, T* c, int64_t bi) {
-  const T* A = a + bi * g.stride_a;
-  const T* B = b + bi * g.stride_b;
-  T* C = c + bi * g.stride_c;
+  const T* A = a + g.offset_a(bi);
+  const T* B = b + g.offset_b(bi);
+  T* C = c + g.offset_c(bi);
   for (int64_t i = 0; i < g.m; ++i)
     for (int64_t j = 0; j < g.n; ++j) {
       T acc = T(0);
@@ -470,35 +470,36 @@ void gemm_reference(const GemmArgs& g, const T* a, const T* b, T* c, int64_t bi)
 
 void sgemm_one(const GemmArgs& g, const float* a, const float* b, float* c, int64_t bi) {
   dnnl_status_t st = dnnl_sgemm(g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', g.m, g.n, g.k,
-                                static_cast<float>(g.alpha), a + bi * g.stride_a, g.lda,
-                                b + bi * g.stride_b, g.ldb, static_cast<float>(g.beta),
-                                c + bi * g.stride_c, g.ldc);
+                                static_cast<float>(g.alpha), a + g.offset_a(bi), g.lda,
+                                b + g.offset_b(bi), g.ldb, static_cast<float>(g.beta),
+                                c + g.offset_c(bi), g.ldc);
   if (st != dnnl_success) LOPPER_FAIL("[gemm] dnnl_sgemm failed with status ", static_cast<int>(st));
 }
 }  // namespace
 
 void gemm(const GemmArgs& g, const Tensor& a, const Tensor& b, const Tensor& c) {
-  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
+  if (g.m == 0 || g.n == 0 || g.batch == 0 || g.outer == 0) return;
+  int64_t total = g.batch * g.outer;
   if (c.dtype() == DType::f32) {
     const float *ap = a.data<float>(), *bp = b.data<float>();
     float* cp = c.data<float>();
     // Many small matrices (attention heads): one single-threaded GEMM per thread.
     // Few large ones: oneDNN threads inside each call.
     double flops_each = 2.0 * g.m * g.n * g.k;
-    if (g.batch >= omp_get_max_threads() && flops_each < 64e6) {
+    if (total >= omp_get_max_threads() && flops_each < 64e6) {
       int nthreads = omp_get_max_threads();
       // Threads split the batch; each call sees omp_in_parallel() and stays on its thread.
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-      for (int64_t bi = 0; bi < g.batch; ++bi) sgemm_one(g, ap, bp, cp, bi);
+      for (int64_t bi = 0; bi < total; ++bi) sgemm_one(g, ap, bp, cp, bi);
     } else {
-      for (int64_t bi = 0; bi < g.batch; ++bi) sgemm_one(g, ap, bp, cp, bi);
+      for (int64_t bi = 0; bi < total; ++bi) sgemm_one(g, ap, bp, cp, bi);
     }
     return;
   }
   dispatch_float(c.dtype(), "gemm", [&](auto tag_) { using scalar_t = typename decltype(tag_)::type;
     const scalar_t *ap = a.data<scalar_t>(), *bp = b.data<scalar_t>();
     scalar_t* cp = c.data<scalar_t>();
-    parallel_for(g.batch, 1, [&](int64_t b0, int64_t e) {
+    parallel_for(total, 1, [&](int64_t b0, int64_t e) {
       for (int64_t bi = b0; bi < e; ++bi) gemm_reference(g, ap, bp, cp, bi);
     });
   });

@@ -561,23 +561,27 @@ void scatter_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, con
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
 
 void gemm(const GemmArgs& g, const Tensor& a, const Tensor& b, const Tensor& c) {
-  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
+  if (g.m == 0 || g.n == 0 || g.batch == 0 || g.outer == 0) return;
   DeviceGuard dg(c);
   cublasHandle_t h = cublas_handle(c.device().index);
   cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  if (c.dtype() == DType::f32) {
-    float alpha = static_cast<float>(g.alpha), beta = static_cast<float>(g.beta);
-    LOPPER_CUBLAS_CHECK(cublasSgemmStridedBatched(h, tb, ta, g.n, g.m, g.k, &alpha, b.data<float>(), g.ldb,
-                                                  g.stride_b, a.data<float>(), g.lda, g.stride_a, &beta,
-                                                  c.data<float>(), g.ldc, g.stride_c, g.batch));
-  } else if (c.dtype() == DType::f64) {
-    double alpha = g.alpha, beta = g.beta;
-    LOPPER_CUBLAS_CHECK(cublasDgemmStridedBatched(h, tb, ta, g.n, g.m, g.k, &alpha, b.data<double>(), g.ldb,
-                                                  g.stride_b, a.data<double>(), g.lda, g.stride_a, &beta,
-                                                  c.data<double>(), g.ldc, g.stride_c, g.batch));
-  } else {
-    LOPPER_FAIL("[gemm] cuda supports f32 and f64, got ", dtype_name(c.dtype()));
+  for (int64_t o = 0; o < g.outer; ++o) {  // one strided-batched call per outer batch
+    if (c.dtype() == DType::f32) {
+      float alpha = static_cast<float>(g.alpha), beta = static_cast<float>(g.beta);
+      LOPPER_CUBLAS_CHECK(cublasSgemmStridedBatched(
+          h, tb, ta, g.n, g.m, g.k, &alpha, b.data<float>() + o * g.outer_stride_b, g.ldb, g.stride_b,
+          a.data<float>() + o * g.outer_stride_a, g.lda, g.stride_a, &beta, c.data<float>() + o * g.outer_stride_c,
+          g.ldc, g.stride_c, g.batch));
+    } else if (c.dtype() == DType::f64) {
+      double alpha = g.alpha, beta = g.beta;
+      LOPPER_CUBLAS_CHECK(cublasDgemmStridedBatched(
+          h, tb, ta, g.n, g.m, g.k, &alpha, b.data<double>() + o * g.outer_stride_b, g.ldb, g.stride_b,
+          a.data<double>() + o * g.outer_stride_a, g.lda, g.stride_a, &beta, c.data<double>() + o * g.outer_stride_c,
+          g.ldc, g.stride_c, g.batch));
+    } else {
+      LOPPER_FAIL("[gemm] cuda supports f32 and f64, got ", dtype_name(c.dtype()));
+    }
   }
 }
 
