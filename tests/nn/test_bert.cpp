@@ -154,3 +154,27 @@ TEST(Bert, MiniLmSentenceEmbeddingsMatchSentenceTransformers) {
               max_abs_diff(emb, ref));
   EXPECT_GT(worst, 0.99999);
 }
+
+TEST(Bert, QuestionAnsweringAndRegressionHeads) {
+  nn::BertConfig cfg = nn::BertConfig::from_file(kTiny + "/config.json");
+  Generator init(0);
+  nn::BertForQuestionAnswering qa(cfg, init);
+  nn::LoadReport rep = nn::load_pretrained(qa, kTiny, true);
+  // The classifier checkpoint has no QA head and a pooler QA does not use.
+  EXPECT_EQ(rep.missing, (std::vector<std::string>{"qa_outputs.weight", "qa_outputs.bias"}));
+  qa.eval();
+  nn::StateDict ref = nn::load_safetensors(kTiny + "/reference.safetensors").tensors;
+  auto [start, end] = qa.forward(ref.at("input_ids"), ref.at("token_type_ids"), ref.at("attention_mask"));
+  EXPECT_EQ(start.shape(), (Shape{2, 7}));
+  // Start logits are qa_outputs row 0 applied to the reference last hidden state.
+  Tensor w0 = qa.qa_outputs->weight.data().slice(0, 0, 1);
+  Tensor expect = add(matmul(ref.at("hidden_states.2"), w0, false, true).squeeze(2),
+                      qa.qa_outputs->bias.data().slice(0, 0, 1));
+  EXPECT_LT(max_abs_diff(start.data(), expect), 1e-5);
+
+  cfg.num_labels = 1;
+  nn::BertForSequenceClassification reg(cfg, init);
+  Variable pred(Tensor::from_vector<float>({0.5f, -1.0f}, {2, 1}), true);
+  Variable l = reg.loss(pred, Tensor::from_vector<float>({1.0f, 1.0f}, {2}));
+  EXPECT_NEAR(l.data().item<float>(), (0.25f + 4.0f) / 2, 1e-6);
+}
