@@ -220,6 +220,13 @@ LoadReport load_pretrained(Module& model, const std::string& dir, bool model_has
     }
     mapped[k] = v;
   }
+  // A task head trained for another label count is dropped and re-initialized, as
+  // transformers' ignore_mismatched_sizes does for heads; anywhere else a mismatch is an error.
+  for (auto& [name, p] : model.named_parameters()) {
+    bool head = name.rfind("classifier.", 0) == 0 || name.rfind("qa_outputs.", 0) == 0;
+    auto it = mapped.find(name);
+    if (head && it != mapped.end() && it->second.shape() != p.shape()) mapped.erase(it);
+  }
   return model.load_state_dict(mapped, false);
 }
 

@@ -1,0 +1,78 @@
+// The experiment file: parsed, defaulted and validated in one place, so every mistake is
+// caught before anything runs and named by its JSON path (docs/experiment.md lists every
+// key). Not the runner: trainers/runner.h executes what this describes.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace lopper::trainers {
+
+struct ModelSpec {
+  std::string path;     // Hugging Face folder (config.json, model.safetensors, vocab)
+  int64_t num_labels = 0;  // 0: from the task
+};
+
+struct DataSpec {
+  std::string task = "sst2";  // a GLUE preset or "custom"
+  std::string train, dev;
+  std::string format = "tsv";
+  bool header = true;
+  std::string text, text_pair, label;  // empty: the preset's
+  std::string label_type;              // empty: the preset's
+  std::vector<std::string> label_names;
+  int64_t max_seq_len = 128;
+  int64_t max_train_examples = 0;  // 0: all
+  int64_t max_eval_examples = 0;
+};
+
+struct TeacherSpec {
+  std::string path;  // empty: no teacher
+  double temperature = 2.0;
+  double alpha = 0.5;
+};
+
+struct StageSpec {
+  std::string kind;  // finetune, evaluate, export
+  // finetune
+  double epochs = 1;
+  int64_t max_steps = 0;  // 0: from epochs
+  double lr = 5e-5;
+  int64_t batch_size = 32;
+  int64_t eval_batch_size = 64;
+  double weight_decay = 0.01;
+  double warmup_ratio = 0.06;
+  std::string schedule = "linear";
+  int64_t grad_accum = 1;
+  double max_grad_norm = 1.0;
+  double label_smoothing = 0.0;
+  int64_t eval_every = 0;        // steps; 0: at the end of each epoch
+  int64_t checkpoint_every = 0;  // steps; 0: at each evaluation
+  int64_t log_every = 50;
+  bool load_best = true;
+  // export
+  std::string format = "safetensors";
+};
+
+struct Experiment {
+  std::string file;  // the experiment file, absolute
+  std::string name;
+  uint64_t seed = 42;
+  std::string output_dir;
+  int64_t threads = 0;  // 0: all cores
+  ModelSpec model;
+  DataSpec data;
+  TeacherSpec teacher;
+  std::vector<StageSpec> stages;
+  nlohmann::json resolved;  // after defaults and overrides, relative paths made absolute
+};
+
+// Applies one override "a.b.2.c=value" to j; value is JSON if it parses, else a string.
+void apply_override(nlohmann::json& j, const std::string& assignment);
+
+// Reads, overrides, validates. Throws lopper::Error with the JSON path, the value and what
+// was expected (and the nearest known key for a typo); JSON syntax errors give line and column.
+Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides = {});
+Experiment parse_experiment(nlohmann::json j, const std::string& file);
+
+}  // namespace lopper::trainers

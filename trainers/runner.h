@@ -1,0 +1,24 @@
+// The stage runner behind finetune_prune: loads the model, data and tokenizer an
+// experiment names, runs its stages in order (finetune, evaluate, export), writes
+// config.resolved.json, metrics.jsonl, checkpoints and summary.json under output_dir, and
+// resumes a killed run from its last checkpoint with the same result.
+#pragma once
+#include <string>
+
+#include "trainers/experiment.h"
+
+namespace lopper::trainers {
+
+struct RunOptions {
+  bool resume = false;     // continue from output_dir's last checkpoint
+  bool overwrite = false;  // clear a previous run in output_dir first
+  // Testing aid: the process SIGKILLs itself right after this optimizer step (-1: never).
+  // Set from LOPPER_KILL_AFTER_STEP by finetune_prune.
+  int64_t kill_after_step = -1;
+};
+
+// Runs every stage; throws lopper::Error on bad input. Writes nothing before the inputs
+// (data files, model, output directory) have been checked.
+void run_experiment(const Experiment& e, const RunOptions& options);
+
+}  // namespace lopper::trainers
