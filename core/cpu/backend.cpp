@@ -266,6 +266,30 @@ void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inne
       for (int64_t i = 0; i < outer * inner; ++i) op_[i] = scalar_t(0);
       return;
     }
+    if (inner == 1 && (op == ReduceOp::sum || op == ReduceOp::mean)) {
+      // Contiguous rows: fixed-size chunks summed in parallel, then combined in order, so
+      // the result does not depend on the thread count.
+      constexpr int64_t kChunk = 1 << 14;
+      int64_t chunks = (n + kChunk - 1) / kChunk;
+      std::vector<scalar_t> partial(static_cast<size_t>(outer * chunks));
+      parallel_for(outer * chunks, std::max<int64_t>(1, kElementGrain / kChunk), [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          int64_t o = t / chunks, c = t % chunks;
+          const scalar_t* row = xp + o * n + c * kChunk;
+          int64_t len = std::min(kChunk, n - c * kChunk);
+          scalar_t acc = scalar_t(0);
+#pragma omp simd reduction(+ : acc)
+          for (int64_t i = 0; i < len; ++i) acc += row[i];
+          partial[t] = acc;
+        }
+      });
+      for (int64_t o = 0; o < outer; ++o) {
+        scalar_t acc = scalar_t(0);
+        for (int64_t c = 0; c < chunks; ++c) acc += partial[o * chunks + c];
+        op_[o] = op == ReduceOp::mean ? acc / scalar_t(n) : acc;
+      }
+      return;
+    }
     constexpr int64_t kColBlock = 256;
     int64_t col_blocks = (inner + kColBlock - 1) / kColBlock;
     int64_t per_task = n * std::min(inner, kColBlock);
