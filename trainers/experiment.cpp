@@ -217,6 +217,7 @@ Experiment parse_experiment(json j, const std::string& file) {
     } else if (st.kind == "evaluate") {
       needs_dev = true;
       st.eval_batch_size = s.integer("eval_batch_size", 64, 1, 65536, "1 or more");
+      st.write_predictions = s.boolean("write_predictions", false);
     } else {
       st.format = s.choice("format", "safetensors", {"safetensors"});
     }

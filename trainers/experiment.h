@@ -50,6 +50,8 @@ struct StageSpec {
   int64_t checkpoint_every = 0;  // steps; 0: at each evaluation
   int64_t log_every = 50;
   bool load_best = true;
+  // evaluate
+  bool write_predictions = false;  // predictions.jsonl: logits per dev example
   // export
   std::string format = "safetensors";
 };

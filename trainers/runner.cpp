@@ -261,7 +261,7 @@ class Run {
 
   // ---- evaluation ----
 
-  json evaluate(int64_t batch_size, bool log = true) {
+  json evaluate(int64_t batch_size, bool log = true, std::vector<std::vector<float>>* logits_out = nullptr) {
     LOPPER_CHECK(dev_ != nullptr, "[evaluate] needs data.dev");
     NoGradGuard ng;
     model_->eval();
@@ -269,6 +269,11 @@ class Run {
     for (auto& idx : data::epoch_batches(*dev_, batch_size, false, 0, 0)) {
       data::Batch b = dev_->collate(idx);
       Tensor logits = model_->forward(b.input_ids, b.token_type_ids, b.attention_mask).data();
+      if (logits_out) {
+        auto flat = logits.to_vector<float>();
+        int64_t c = logits.size(1);
+        for (int64_t r = 0; r < logits.size(0); ++r) logits_out->emplace_back(flat.begin() + r * c, flat.begin() + (r + 1) * c);
+      }
       auto v = regression_ ? logits.reshape({-1}).to_vector<double>() : argmax(logits, -1).to_vector<double>();
       pred.insert(pred.end(), v.begin(), v.end());
     }
@@ -281,8 +286,19 @@ class Run {
   }
 
   void evaluate_stage(const StageSpec& s) {
-    json m = evaluate(s.eval_batch_size);
+    std::vector<std::vector<float>> logits;
+    json m = evaluate(s.eval_batch_size, true, s.write_predictions ? &logits : nullptr);
     std::fprintf(stderr, "evaluate: %s\n", m.dump().c_str());
+    if (s.write_predictions) {
+      std::string text;
+      for (size_t i = 0; i < logits.size(); ++i) {
+        auto& l = logits[i];
+        int64_t pred = std::max_element(l.begin(), l.end()) - l.begin();
+        text += json{{"index", i}, {"logits", l}, {"prediction", regression_ ? json(l[0]) : json(pred)},
+                     {"label", dev_->labels()[i]}}.dump() + "\n";
+      }
+      write_atomic(out_ / "predictions.jsonl", text);
+    }
   }
 
   // ---- files ----
