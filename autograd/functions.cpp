@@ -210,9 +210,9 @@ Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b
     if (need_b) {
       if (bd.dim() == 2 && ad.dim() > 2) {
         // b shared over a's batch: fold the batch into the GEMM's inner dim.
-        int64_t k = gy.size(-1);
-        Tensor a2 = ad.reshape({-1, ad.size(-1)});
-        Tensor g2 = gy.reshape({-1, k});
+        int64_t rows = shape_numel(Shape(ad.shape().begin(), ad.shape().end() - 1));  // not -1: a dim may be 0
+        Tensor a2 = ad.reshape({rows, ad.size(-1)});
+        Tensor g2 = gy.reshape({rows, gy.size(-1)});
         if (trans_a) LOPPER_FAIL("[matmul backward] transposed batched a with 2-D b is not supported");
         gb = trans_b ? lopper::matmul(g2, a2, true, false) : lopper::matmul(a2, g2, true, false);
       } else {

@@ -46,6 +46,8 @@ BertSelfAttention::BertSelfAttention(const BertConfig& c, int64_t heads, Generat
 }
 
 Variable BertSelfAttention::forward(const Variable& x, const Tensor& additive_mask, const ForwardContext& ctx) const {
+  // A layer whose heads were all removed contributes nothing but the output bias.
+  if (heads == 0) return Variable(Tensor::zeros({x.size(0), x.size(1), 0}, x.dtype(), x.device()));
   Variable q = split_heads(query->forward(x), heads);  // (B, H, T, D)
   Variable k = split_heads(key->forward(x), heads);
   Variable v = split_heads(value->forward(x), heads);
