@@ -62,18 +62,9 @@ Variable BertSelfAttention::forward(const Variable& x, const Tensor& additive_ma
   return merge_heads(context);  // (B, T, H * D)
 }
 
-BertSelfOutput::BertSelfOutput(const BertConfig& c, int64_t in, Generator& init) : dropout(c.hidden_dropout_prob) {
-  dense = register_module("dense", std::make_shared<Linear>(in, c.hidden_size, init));
-  layer_norm = register_module("LayerNorm", std::make_shared<LayerNorm>(c.hidden_size, c.layer_norm_eps));
-}
-
-Variable BertSelfOutput::forward(const Variable& h, const Variable& residual, const ForwardContext& ctx) const {
-  return layer_norm->forward(ag::add(maybe_dropout(dense->forward(h), dropout, *this, ctx), residual));
-}
-
 BertAttention::BertAttention(const BertConfig& c, int64_t heads, Generator& init) {
   self = register_module("self", std::make_shared<BertSelfAttention>(c, heads, init));
-  output = register_module("output", std::make_shared<BertSelfOutput>(c, heads * c.head_dim(), init));
+  output = register_module("output", std::make_shared<BertOutput>(c, heads * c.head_dim(), init));
 }
 
 Variable BertAttention::forward(const Variable& x, const Tensor& additive_mask, const ForwardContext& ctx) const {

@@ -40,9 +40,11 @@ class BertSelfAttention : public Module {
   Tensor prob_mask;     // broadcastable to (B, heads, T, T), undefined = none
 };
 
-class BertSelfOutput : public Module {
+// dense (width -> hidden), dropout, residual, LayerNorm: both transformers' BertSelfOutput
+// (after attention, width = heads * head_dim) and BertOutput (after the FFN).
+class BertOutput : public Module {
  public:
-  BertSelfOutput(const BertConfig& c, int64_t in, Generator& init);
+  BertOutput(const BertConfig& c, int64_t width, Generator& init);
   Variable forward(const Variable& h, const Variable& residual, const ForwardContext& ctx) const;
   std::shared_ptr<Linear> dense;
   std::shared_ptr<LayerNorm> layer_norm;
@@ -54,7 +56,7 @@ class BertAttention : public Module {
   BertAttention(const BertConfig& c, int64_t heads, Generator& init);
   Variable forward(const Variable& x, const Tensor& additive_mask, const ForwardContext& ctx) const;
   std::shared_ptr<BertSelfAttention> self;
-  std::shared_ptr<BertSelfOutput> output;
+  std::shared_ptr<BertOutput> output;  // transformers' BertSelfOutput: the same layers
 };
 
 class BertIntermediate : public Module {
@@ -64,15 +66,6 @@ class BertIntermediate : public Module {
   std::shared_ptr<Linear> dense;
   Activation act;
   Tensor neuron_mask;  // (width) 0/1, undefined = none
-};
-
-class BertOutput : public Module {
- public:
-  BertOutput(const BertConfig& c, int64_t width, Generator& init);
-  Variable forward(const Variable& h, const Variable& residual, const ForwardContext& ctx) const;
-  std::shared_ptr<Linear> dense;
-  std::shared_ptr<LayerNorm> layer_norm;
-  double dropout;
 };
 
 class BertLayer : public Module {

@@ -17,6 +17,7 @@
 #include "nn/losses.h"
 #include "nn/optim.h"
 #include "nn/safetensors.h"
+#include "pruning/compact.h"
 #include "trainers/metrics.h"
 #include "trainers/progress.h"
 
@@ -350,7 +351,7 @@ class Run {
     fs::remove_all(tmp);
     fs::create_directories(tmp);
     nn::save_safetensors((tmp / "model.safetensors").string(), model_->state_dict(), {{"format", "pt"}});
-    nn::BertConfig c = cfg_;
+    const nn::BertConfig& c = model_->bert->config;  // after any pruning
     json j = c.to_json();
     j["architectures"] = {"BertForSequenceClassification"};
     json id2label = json::object(), label2id = json::object();
@@ -376,8 +377,17 @@ class Run {
     s["final_eval"] = state_.last_eval;
     s["best"] = {{"metric", main_metric(e_.data.task, regression_)}, {"value", state_.best}, {"step", state_.best_step}};
     s["parameters"] = model_->num_parameters();
-    s["heads_per_layer"] = cfg_.heads_per_layer;
-    s["intermediate_sizes"] = cfg_.intermediate_sizes;
+    s["heads_per_layer"] = model_->bert->config.heads_per_layer;
+    s["intermediate_sizes"] = model_->bert->config.intermediate_sizes;
+    if (dev_) {  // FLOPs of one forward pass at the average dev length (encoder only)
+      double total_len = 0;
+      for (int64_t i = 0; i < dev_->size(); ++i) total_len += static_cast<double>(dev_->length(i));
+      int64_t avg = static_cast<int64_t>(std::lround(total_len / static_cast<double>(dev_->size())));
+      auto f = pruning::bert_flops(model_->bert->config, avg);
+      json layers = json::array();
+      for (auto& l : f) layers.push_back({{"attention", l.attention}, {"ffn", l.ffn}});
+      s["flops"] = {{"seq_len", avg}, {"total", pruning::total_flops(f)}, {"per_layer", layers}};
+    }
     s["train_examples"] = train_ ? train_->size() : 0;
     s["dev_examples"] = dev_ ? dev_->size() : 0;
     s["wall_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
