@@ -1,5 +1,5 @@
 // train_tiny: trains the tiny example encoder to sort digit sequences and reports token
-// accuracy. The engine's smoke test for a fresh machine, until finetune_prune exists.
+// accuracy: the engine's smoke test on a fresh machine, with no model or data to fetch.
 // Usage: train_tiny [--steps N] [--threads N] [--seed N]
 #include <omp.h>
 
