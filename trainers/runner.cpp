@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -371,6 +372,22 @@ class Run {
     std::fprintf(stderr, "export: %s\n", dir.string().c_str());
   }
 
+  // Median wall time of 5 forward passes (after one warm-up) on dummy ids, in ms.
+  double forward_latency_ms(int64_t batch, int64_t seq) {
+    NoGradGuard ng;
+    model_->eval();
+    Tensor ids = Tensor::full({batch, seq}, static_cast<double>(tokenizer_->cls_id()), DType::i64);
+    Tensor mask = Tensor::ones({batch, seq}, DType::i64);
+    std::vector<double> ms;
+    for (int i = 0; i < 6; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      model_->forward(ids, Tensor(), mask).data().to_vector<float>();
+      if (i > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+
   void write_summary() {
     json s;
     s["name"] = e_.name;
@@ -387,6 +404,7 @@ class Run {
       json layers = json::array();
       for (auto& l : f) layers.push_back({{"attention", l.attention}, {"ffn", l.ffn}});
       s["flops"] = {{"seq_len", avg}, {"total", pruning::total_flops(f)}, {"per_layer", layers}};
+      s["latency_ms"] = {{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)}, {"batch_32", forward_latency_ms(32, avg)}};
     }
     s["train_examples"] = train_ ? train_->size() : 0;
     s["dev_examples"] = dev_ ? dev_->size() : 0;
