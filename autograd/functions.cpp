@@ -24,13 +24,8 @@ Variable binary(BinaryOp op, const Variable& a, const Variable& b) {
   Tensor sb = linear_op ? Tensor() : b.data();
   Shape shape_a = a.shape(), shape_b = b.shape();
   return make_result(y, {a, b}, "binary", [=](const Tensor& gy) -> G {
-    if (linear_op) {
-      Tensor ga = need_a ? sum_to(gy, shape_a) : Tensor();
-      Tensor gb = need_b ? sum_to(gy, shape_b) : Tensor();
-      if (gb.defined() && op == BinaryOp::sub) gb = lopper::neg(gb);
-      return {ga, gb};
-    }
-    auto [ga, gb] = binary_backward(op, sa, sb, gy, need_a, need_b);
+    auto [ga, gb] = linear_op ? add_sub_backward(op, gy, shape_a, shape_b, need_a, need_b)
+                              : binary_backward(op, sa, sb, gy, need_a, need_b);
     return {ga, gb};
   });
 }

@@ -102,16 +102,20 @@ std::pair<Tensor, Tensor> binary_backward(BinaryOp op, const Tensor& a, const Te
   check_same(a, gy, "binary_backward");
   const Shape& s = gy.shape();
   // Add and sub need no elementwise pass: the gradient is gy (negated for sub's b).
-  if (op == BinaryOp::add || op == BinaryOp::sub) {
-    Tensor ga = need_a ? sum_to(gy, a.shape()) : Tensor();
-    Tensor gb;
-    if (need_b) gb = op == BinaryOp::add ? sum_to(gy, b.shape()) : neg(sum_to(gy, b.shape()));
-    return {ga, gb};
-  }
+  if (op == BinaryOp::add || op == BinaryOp::sub) return add_sub_backward(op, gy, a.shape(), b.shape(), need_a, need_b);
   Tensor ga = need_a ? Tensor::empty(s, gy.dtype(), gy.device()) : Tensor();
   Tensor gb = need_b ? Tensor::empty(s, gy.dtype(), gy.device()) : Tensor();
   LOPPER_BACKEND(gy.device(), binary_backward, op, a.expand(s), b.expand(s), gy, ga, gb);
   return {need_a ? sum_to(ga, a.shape()) : Tensor(), need_b ? sum_to(gb, b.shape()) : Tensor()};
+}
+
+std::pair<Tensor, Tensor> add_sub_backward(BinaryOp op, const Tensor& gy, const Shape& shape_a, const Shape& shape_b,
+                                           bool need_a, bool need_b) {
+  LOPPER_CHECK(op == BinaryOp::add || op == BinaryOp::sub, "[add_sub_backward] op is neither add nor sub");
+  Tensor ga = need_a ? sum_to(gy, shape_a) : Tensor();
+  Tensor gb;
+  if (need_b) gb = op == BinaryOp::add ? sum_to(gy, shape_b) : neg(sum_to(gy, shape_b));
+  return {ga, gb};
 }
 
 void add_(const Tensor& a, const Tensor& b) {

@@ -44,6 +44,10 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
 // Gradients reduced to a's and b's shapes; an entry is undefined where need_a/need_b is false.
 std::pair<Tensor, Tensor> binary_backward(BinaryOp op, const Tensor& a, const Tensor& b,
                                           const Tensor& gy, bool need_a = true, bool need_b = true);
+// Add and sub need only the input shapes for their gradients (gy, negated for sub's b,
+// summed back over broadcast dims); autograd uses this so it need not keep the inputs.
+std::pair<Tensor, Tensor> add_sub_backward(BinaryOp op, const Tensor& gy, const Shape& shape_a, const Shape& shape_b,
+                                           bool need_a = true, bool need_b = true);
 inline Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
 inline Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
 inline Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
