@@ -11,6 +11,7 @@
 #include "nn/safetensors.h"
 #include "pruning/compact.h"
 #include "pruning/hard_concrete.h"
+#include "pruning/head_gates.h"
 
 using namespace lopper;
 
@@ -176,4 +177,101 @@ TEST(Compact, FlopsModel) {
   EXPECT_DOUBLE_EQ(g[0].attention, 94720 / 2);
   EXPECT_DOUBLE_EQ(g[1].attention, 0);
   EXPECT_DOUBLE_EQ(g[1].ffn, 81920 / 2);
+}
+
+// Issue 5, item 1 through the gates: a gated model in evaluation, with some gates closed
+// exactly (log_alpha far below zero) and the rest anywhere in (0, 1], gives the same logits
+// as the model compacted from those gates (kept gates folded into the output projection).
+TEST(HeadGates, CompactedModelEqualsGatedModel) {
+  Loaded m;
+  pruning::HeadGates gates(m.model.bert->config);
+  // layer 0: heads 1, 3 closed, 0 and 2 partly open; layer 1: only head 2 open.
+  gates.layers()[0].log_alpha.mutable_data() = Tensor::from_vector<float>({0.3f, -30, 1.0f, -30}, {4});
+  gates.layers()[1].log_alpha.mutable_data() = Tensor::from_vector<float>({-30, -30, 5.0f, -30}, {4});
+  gates.eval();
+  auto v = gates.values();
+  EXPECT_EQ(v[0][1], 0.0);
+  EXPECT_NEAR(v[0][0], std::clamp(sigmoid(0.3) * 1.2 - 0.1, 0.0, 1.0), 1e-6);
+  EXPECT_EQ(v[1][2], 1.0);
+  gates.attach(*m.model.bert, nullptr);
+  Tensor gated = m.logits();
+  auto removed = pruning::remove_gated_heads(*m.model.bert, v, 0.5, false);
+  EXPECT_EQ(removed.at(0), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(removed.at(1), (std::vector<int64_t>{0, 1, 3}));
+  EXPECT_EQ(m.model.bert->config.heads_per_layer, (std::vector<int64_t>{2, 1}));
+  EXPECT_LT(max_abs_diff(gated, m.logits()), 1e-5);
+  // Sampled gates differ from the deterministic ones only in training.
+  gates.train();
+  Generator g(1);
+  EXPECT_GT(max_abs_diff(gates.layers()[0].forward(&g).data(), Tensor::from_vector<float>(
+                                                                   {static_cast<float>(v[0][0]), 0, static_cast<float>(v[0][2]), 0}, {4})),
+            1e-3);
+}
+
+TEST(HeadGates, RemovalKeepsOneHeadPerLayerUnlessEmptyLayersAreAllowed) {
+  std::vector<std::vector<double>> g = {{0.1, 0.3, 0.2}, {0.9, 0.0, 0.7}};
+  auto keep_one = pruning::heads_below(g, 0.5, false);
+  EXPECT_EQ(keep_one.at(0), (std::vector<int64_t>{0, 2}));  // head 1 (0.3) is the best of layer 0
+  EXPECT_EQ(keep_one.at(1), (std::vector<int64_t>{1}));
+  EXPECT_EQ(pruning::heads_below(g, 0.5, true).at(0), (std::vector<int64_t>{0, 1, 2}));
+  // An emptied layer still computes what the gated model computes (attention adds its bias only).
+  Loaded m;
+  pruning::HeadGates gates(m.model.bert->config);
+  gates.layers()[0].log_alpha.mutable_data() = Tensor::full({4}, -30.0);
+  gates.eval();
+  gates.attach(*m.model.bert, nullptr);
+  Tensor gated = m.logits();
+  pruning::remove_gated_heads(*m.model.bert, gates.values(), 0.5, true);
+  EXPECT_EQ(m.model.bert->config.heads_per_layer, (std::vector<int64_t>{0, 4}));
+  EXPECT_LT(max_abs_diff(gated, m.logits()), 1e-5);
+}
+
+// The Lagrangian term's value and its multipliers' ascent follow the closed form:
+// d/dlambda_1 = e - t, d/dlambda_2 = (e - t)^2, and the expected fraction's gradient is
+// lambda_1 + 2 lambda_2 (e - t).
+TEST(HeadGates, LagrangianMatchesClosedForm) {
+  pruning::Lagrangian lag;
+  lag.set(0.5, 2.0);
+  Variable e(Tensor::full({}, 0.8), true);
+  Variable p = lag.penalty(e, 0.5);
+  EXPECT_NEAR(p.data().item<double>(), 0.5 * 0.3 + 2.0 * 0.09, 1e-6);
+  p.backward();
+  EXPECT_NEAR(e.grad().item<double>(), 0.5 + 2 * 2.0 * 0.3, 1e-6);
+  lag.ascend(0.1);
+  EXPECT_NEAR(lag.lambda_1(), 0.5 + 0.1 * 0.3, 1e-6);
+  EXPECT_NEAR(lag.lambda_2(), 2.0 + 0.1 * 0.09, 1e-6);
+  // Below the target the first multiplier falls: the term then rewards opening gates.
+  Variable e2(Tensor::full({}, 0.2), true);
+  lag.penalty(e2, 0.5).backward();
+  lag.ascend(1.0);
+  EXPECT_NEAR(lag.lambda_1(), 0.53 - 0.3, 1e-6);
+}
+
+TEST(HeadGates, HeatMapShowsEachLayer) {
+  std::string map = pruning::gate_heat_map({{0.0, 1.0, 0.55}, {0.05}}, 0.5);
+  EXPECT_NE(map.find("layer 0  | @+| 2/3"), std::string::npos) << map;
+  EXPECT_NE(map.find("layer 1  | | 0/1"), std::string::npos) << map;
+  EXPECT_NE(map.find("heads open: 2 of 4"), std::string::npos) << map;
+}
+
+// A checkpoint whose heads transformers 4.x removed itself (prune_heads, then
+// save_pretrained: config.json with pruned_heads) loads into Lopper with transformers'
+// logits, and equals Lopper's own compaction of the same heads.
+TEST(Compact, TransformersHeadPrunedCheckpointLoads) {
+  const std::string dir = std::string(LOPPER_SOURCE_DIR) + "/tests/fixtures/tiny_bert_pruned";
+  nn::BertConfig cfg = nn::BertConfig::from_file(dir + "/config.json");
+  EXPECT_EQ(cfg.heads_per_layer, (std::vector<int64_t>{2, 1}));
+  Generator init(0);
+  nn::BertForSequenceClassification model(cfg, init);
+  nn::LoadReport rep = nn::load_pretrained(model, dir, true);
+  EXPECT_TRUE(rep.missing.empty() && rep.unexpected.empty()) << rep.str();
+  model.eval();
+  Loaded m;
+  Tensor theirs = nn::load_safetensors(dir + "/reference.safetensors").tensors.at("logits");
+  NoGradGuard ng;
+  Tensor ours = model.forward(m.ref.at("input_ids"), m.ref.at("token_type_ids"), m.ref.at("attention_mask")).data();
+  EXPECT_LT(max_abs_diff(ours, theirs), 1e-5);
+  pruning::remove_heads(*m.model.bert, {{0, {1, 3}}, {1, {0, 1, 2}}});
+  EXPECT_LT(max_abs_diff(m.logits(), theirs), 1e-5);
+  EXPECT_EQ(m.model.bert->config.pruned_heads, cfg.pruned_heads);
 }
