@@ -56,7 +56,12 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stderr);
       return 2;
     }
-    if (const char* k = std::getenv("LOPPER_KILL_AFTER_STEP")) opts.kill_after_step = std::atoll(k);
+    if (const char* k = std::getenv("LOPPER_KILL_AFTER_STEP")) {  // "STEP" or "STAGE:STEP"
+      std::string v = k;
+      size_t colon = v.find(':');
+      if (colon != std::string::npos) opts.kill_stage = std::atoll(v.substr(0, colon).c_str());
+      opts.kill_after_step = std::atoll(v.substr(colon == std::string::npos ? 0 : colon + 1).c_str());
+    }
     trainers::Experiment e = trainers::load_experiment(file, overrides);
     if (validate) {
       std::printf("%s: valid (%zu stages, output_dir %s)\n", file.c_str(), e.stages.size(), e.output_dir.c_str());

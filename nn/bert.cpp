@@ -159,8 +159,10 @@ BertForSequenceClassification::BertForSequenceClassification(const BertConfig& c
 }
 
 Variable BertForSequenceClassification::forward(const Tensor& ids, const Tensor& token_types,
-                                                const Tensor& attention_mask, const ForwardContext& ctx) const {
+                                                const Tensor& attention_mask, const ForwardContext& ctx,
+                                                std::vector<Variable>* hidden_states) const {
   BertOutputs o = bert->forward(ids, token_types, attention_mask, ctx);
+  if (hidden_states) *hidden_states = std::move(o.hidden_states);
   return classifier->forward(maybe_dropout(o.pooled, dropout, *this, ctx));
 }
 

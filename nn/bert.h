@@ -112,8 +112,10 @@ class BertModel : public Module {
 class BertForSequenceClassification : public Module {
  public:
   BertForSequenceClassification(const BertConfig& c, Generator& init);
+  // logits (B, num_labels); hidden_states, when given, receives the embeddings' output and
+  // each layer's, (B, T, C) each (for hidden-state distillation).
   Variable forward(const Tensor& ids, const Tensor& token_types, const Tensor& attention_mask,
-                   const ForwardContext& ctx = {}) const;  // logits (B, num_labels)
+                   const ForwardContext& ctx = {}, std::vector<Variable>* hidden_states = nullptr) const;
   // Cross-entropy, or MSE on logits (B, 1) when num_labels == 1 (regression).
   Variable loss(const Variable& logits, const Tensor& labels) const;
   BertConfig config;

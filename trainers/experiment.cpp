@@ -182,21 +182,39 @@ Experiment parse_experiment(json j, const std::string& file) {
 
   if (top.has("teacher")) {
     Fields t(j["teacher"], "teacher");
-    e.teacher.path = resolve(t.str("path", "", true));
+    e.teacher.enabled = true;
+    e.teacher.path = resolve(t.str("path", ""));
     e.teacher.temperature = t.num("temperature", 2.0, 1e-3, 100, "> 0");
     e.teacher.alpha = t.num("alpha", 0.5, 0, 1, "0 to 1");
+    e.teacher.hidden_weight = t.num("hidden_weight", 0, 0, 1e6, ">= 0");
+    if (t.has("layer_map")) {
+      const json& m = j["teacher"]["layer_map"];
+      bool ok = m.is_array() && std::all_of(m.begin(), m.end(), [](const json& p) {
+        return p.is_array() && p.size() == 2 && p[0].is_number_integer() && p[1].is_number_integer() && p[0] >= 0 && p[1] >= 0;
+      });
+      LOPPER_CHECK(ok, "teacher.layer_map: expected a list of [student, teacher] hidden-state index pairs, got ", m.dump());
+      for (const json& p : m) e.teacher.layer_map.emplace_back(p[0].get<int64_t>(), p[1].get<int64_t>());
+    }
     t.finish();
+    if (!e.teacher.path.empty()) must_exist("teacher.path", (fs::path(e.teacher.path) / "config.json").string());
   }
 
   LOPPER_CHECK(top.has("stages") && j["stages"].is_array() && !j["stages"].empty(),
                "stages: required (a non-empty list of {\"kind\": ...})");
-  bool needs_train = false, needs_dev = false;
+  bool needs_train = false, needs_dev = false, gates_open = false;
   for (size_t i = 0; i < j["stages"].size(); ++i) {
     std::string path = "stages." + std::to_string(i);
     Fields s(j["stages"][i], path);
     StageSpec st;
-    st.kind = s.choice("kind", "", {"finetune", "evaluate", "export"});
-    if (st.kind == "finetune") {
+    st.kind = s.choice("kind", "", {"finetune", "head_gates", "remove_heads", "mask_tune", "evaluate", "export"});
+    bool training = st.kind == "finetune" || st.kind == "head_gates" || st.kind == "mask_tune";
+    // Gates live from head_gates to remove_heads; only evaluation may look at them between.
+    LOPPER_CHECK(!gates_open || st.kind == "evaluate" || st.kind == "remove_heads", path, ": kind '", st.kind,
+                 "' cannot follow head_gates before a remove_heads stage (only evaluate can)");
+    LOPPER_CHECK(st.kind != "remove_heads" || gates_open, path, ": remove_heads needs a head_gates stage before it");
+    if (st.kind == "head_gates") gates_open = true;
+    if (st.kind == "remove_heads") gates_open = false;
+    if (training) {
       needs_train = needs_dev = true;
       st.epochs = s.num("epochs", 1, 0, 1000, "> 0");
       st.max_steps = s.integer("max_steps", 0, 0, INT64_MAX, "0 (from epochs) or a step count");
@@ -213,24 +231,41 @@ Experiment parse_experiment(json j, const std::string& file) {
       st.eval_every = s.integer("eval_every", 0, 0, INT64_MAX, "0 (each epoch) or a step count");
       st.checkpoint_every = s.integer("checkpoint_every", 0, 0, INT64_MAX, "0 (at each evaluation) or a step count");
       st.log_every = s.integer("log_every", 50, 1, INT64_MAX, "1 or more");
-      st.load_best = s.boolean("load_best", true);
+      st.load_best = s.boolean("load_best", st.kind != "head_gates");
+      st.distill = s.boolean("distill", st.kind != "finetune" && e.teacher.enabled);
+      LOPPER_CHECK(!st.distill || e.teacher.enabled, path, ".distill: needs a \"teacher\" block");
+    }
+    if (st.kind == "head_gates") {
+      st.l0_penalty = s.num("l0_penalty", 0, 0, 1e6, ">= 0");
+      st.target_heads = s.integer("target_heads", 0, 0, 1 << 20, "0 (use l0_penalty) or a head count");
+      LOPPER_CHECK((st.l0_penalty > 0) != (st.target_heads > 0), path, ": set exactly one of l0_penalty (> 0) and ",
+                   "target_heads (> 0)");
+      st.target_warmup_ratio = s.num("target_warmup_ratio", 0.5, 0, 1, "0 to 1");
+      st.lagrangian_lr = s.num("lagrangian_lr", 0.05, 0, 1e3, ">= 0");
+      st.gate_lr = s.num("gate_lr", 0.1, 1e-12, 100, "a learning rate > 0");
+      st.temperature = s.num("temperature", 2.0 / 3.0, 1e-3, 100, "> 0 (Hard-Concrete beta)");
+      st.gate_init = s.num("gate_init", 3.0, -100, 100, "an initial log_alpha");
+    } else if (st.kind == "remove_heads") {
+      st.threshold = s.num("threshold", 0.5, 0, 1, "0 to 1");
+      st.allow_empty_layers = s.boolean("allow_empty_layers", false);
     } else if (st.kind == "evaluate") {
       needs_dev = true;
       st.eval_batch_size = s.integer("eval_batch_size", 64, 1, 65536, "1 or more");
       st.write_predictions = s.boolean("write_predictions", false);
-    } else {
+    } else if (st.kind == "export") {
       st.format = s.choice("format", "safetensors", {"safetensors"});
     }
     s.finish();
     e.stages.push_back(st);
   }
+  LOPPER_CHECK(!gates_open, "stages: head_gates must be followed by a remove_heads stage");
   top.finish();
   if (needs_train) {
-    LOPPER_CHECK(!e.data.train.empty(), "data.train: required by the finetune stage");
+    LOPPER_CHECK(!e.data.train.empty(), "data.train: required by the training stages");
     must_exist("data.train", e.data.train);
   }
   if (needs_dev) {
-    LOPPER_CHECK(!e.data.dev.empty(), "data.dev: required by the finetune and evaluate stages");
+    LOPPER_CHECK(!e.data.dev.empty(), "data.dev: required by the training and evaluate stages");
     must_exist("data.dev", e.data.dev);
   }
   // The resolved file: what ran, with absolute paths.

@@ -27,14 +27,21 @@ struct DataSpec {
 };
 
 struct TeacherSpec {
-  std::string path;  // empty: no teacher
+  bool enabled = false;  // a "teacher" block is present
+  // A Hugging Face folder; empty: the model itself as it is when the first distilling stage
+  // starts (self-distillation from the fine-tuned model), saved to output_dir/teacher.
+  std::string path;
   double temperature = 2.0;
-  double alpha = 0.5;
+  double alpha = 0.5;          // weight of the logit loss; the task loss gets 1 - alpha
+  double hidden_weight = 0.0;  // weight of the hidden-state MSE (0: off)
+  // (student, teacher) hidden-state indices, 0 = embeddings, i = layer i's output; empty:
+  // each student layer i to teacher layer round(i * teacher_layers / student_layers).
+  std::vector<std::pair<int64_t, int64_t>> layer_map;
 };
 
 struct StageSpec {
-  std::string kind;  // finetune, evaluate, export
-  // finetune
+  std::string kind;  // finetune, head_gates, remove_heads, mask_tune, evaluate, export
+  // training stages: finetune, head_gates, mask_tune
   double epochs = 1;
   int64_t max_steps = 0;  // 0: from epochs
   double lr = 5e-5;
@@ -49,7 +56,19 @@ struct StageSpec {
   int64_t eval_every = 0;        // steps; 0: at the end of each epoch
   int64_t checkpoint_every = 0;  // steps; 0: at each evaluation
   int64_t log_every = 50;
-  bool load_best = true;
+  bool load_best = true;  // default false for head_gates (the best would be the least pruned)
+  bool distill = false;   // default: true for head_gates and mask_tune when a teacher is set
+  // head_gates
+  double l0_penalty = 0;          // coefficient of the expected number of open heads
+  int64_t target_heads = 0;       // > 0: a Lagrangian term drives the open heads to this count
+  double target_warmup_ratio = 0.5;  // the target falls linearly from all heads over this part
+  double lagrangian_lr = 0.05;    // ascent rate of the two multipliers
+  double gate_lr = 0.1;
+  double temperature = 2.0 / 3.0;  // Hard-Concrete beta
+  double gate_init = 3.0;          // initial log_alpha (gates open)
+  // remove_heads
+  double threshold = 0.5;  // heads whose deterministic gate is below this are removed
+  bool allow_empty_layers = false;
   // evaluate
   bool write_predictions = false;  // predictions.jsonl: logits per dev example
   // export

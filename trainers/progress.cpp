@@ -20,7 +20,7 @@ Progress::Progress(std::string label, int64_t total, int64_t log_every)
     : label_(std::move(label)), total_(total), log_every_(log_every), tty_(isatty(STDERR_FILENO) != 0),
       t0_(std::chrono::steady_clock::now()), last_draw_(t0_) {}
 
-void Progress::update(int64_t step, double loss, double lr, int64_t examples) {
+void Progress::update(int64_t step, double loss, double lr, int64_t examples, const std::string& extra) {
   if (start_step_ < 0) start_step_ = step - 1;
   examples_ += examples;
   auto now = std::chrono::steady_clock::now();
@@ -36,11 +36,12 @@ void Progress::update(int64_t step, double loss, double lr, int64_t examples) {
     int width = 24, filled = static_cast<int>(width * step / std::max<int64_t>(total_, 1));
     std::string bar(filled, '#');
     bar.resize(width, '.');
-    std::fprintf(stderr, "\r%s [%s] %lld/%lld loss %.4f lr %.2e %.1f ex/s left %s   ", label_.c_str(), bar.c_str(),
-                 static_cast<long long>(step), static_cast<long long>(total_), loss, lr, rate, format_duration(left).c_str());
+    std::fprintf(stderr, "\r%s [%s] %lld/%lld loss %.4f lr %.2e%s %.1f ex/s left %s   ", label_.c_str(), bar.c_str(),
+                 static_cast<long long>(step), static_cast<long long>(total_), loss, lr, extra.c_str(), rate,
+                 format_duration(left).c_str());
   } else {
-    std::fprintf(stderr, "%s step %lld/%lld loss %.4f lr %.2e %.1f ex/s elapsed %s left %s\n", label_.c_str(),
-                 static_cast<long long>(step), static_cast<long long>(total_), loss, lr, rate,
+    std::fprintf(stderr, "%s step %lld/%lld loss %.4f lr %.2e%s %.1f ex/s elapsed %s left %s\n", label_.c_str(),
+                 static_cast<long long>(step), static_cast<long long>(total_), loss, lr, extra.c_str(), rate,
                  format_duration(secs).c_str(), format_duration(left).c_str());
   }
   std::fflush(stderr);

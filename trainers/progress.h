@@ -10,8 +10,8 @@ namespace lopper::trainers {
 class Progress {
  public:
   Progress(std::string label, int64_t total, int64_t log_every);
-  // Called after each step; prints when due.
-  void update(int64_t step, double loss, double lr, int64_t examples);
+  // Called after each step; prints when due. extra (" heads 40.2") is printed after the lr.
+  void update(int64_t step, double loss, double lr, int64_t examples, const std::string& extra = "");
   void note(const std::string& line);  // a line that must not be overwritten by the bar
   void finish();
 

@@ -12,9 +12,10 @@ namespace lopper::trainers {
 struct RunOptions {
   bool resume = false;     // continue from output_dir's last checkpoint
   bool overwrite = false;  // clear a previous run in output_dir first
-  // Testing aid: the process SIGKILLs itself right after this optimizer step (-1: never).
-  // Set from LOPPER_KILL_AFTER_STEP by finetune_prune.
+  // Testing aid: the process SIGKILLs itself right after this optimizer step (-1: never) of
+  // stage kill_stage (-1: any). Set from LOPPER_KILL_AFTER_STEP ("STEP" or "STAGE:STEP").
   int64_t kill_after_step = -1;
+  int64_t kill_stage = -1;
 };
 
 // Runs every stage; throws lopper::Error on bad input. Writes nothing before the inputs
