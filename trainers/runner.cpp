@@ -62,13 +62,14 @@ struct RunState {
   int64_t best_step = -1;
   json last_eval;
   double lambda_1 = 0, lambda_2 = 0;  // the head-count Lagrangian's multipliers
+  double wall_seconds = 0;            // run time up to this state, over every resume
   json pruning = json::object();      // before/after measurements, final gates, heads removed
 };
 
 json state_json(const RunState& s) {
   return {{"stage", s.stage}, {"step", s.step}, {"epoch", s.epoch}, {"batch_in_epoch", s.batch_in_epoch},
           {"dropout_offset", s.dropout_offset}, {"best", s.best}, {"best_step", s.best_step}, {"last_eval", s.last_eval},
-          {"lambda_1", s.lambda_1}, {"lambda_2", s.lambda_2}, {"pruning", s.pruning}};
+          {"lambda_1", s.lambda_1}, {"lambda_2", s.lambda_2}, {"pruning", s.pruning}, {"wall_seconds", s.wall_seconds}};
 }
 
 RunState state_from(const json& j) {
@@ -84,6 +85,7 @@ RunState state_from(const json& j) {
   s.lambda_1 = j.at("lambda_1");
   s.lambda_2 = j.at("lambda_2");
   s.pruning = j.at("pruning");
+  s.wall_seconds = j.at("wall_seconds");
   return s;
 }
 
@@ -196,6 +198,7 @@ class Run {
       gates_->load_state_dict(nn::load_safetensors((dir / "gates.safetensors").string()).tensors);
     }
     lagrangian_.set(state_.lambda_1, state_.lambda_2);
+    wall_base_ = state_.wall_seconds;
     if (fs::exists(dir / "optimizer.safetensors")) resume_optimizer_ = dir / "optimizer.safetensors";
     dropout_gen_.set_state(dropout_gen_.seed(), state_.dropout_offset);
     trim_metrics();
@@ -494,6 +497,7 @@ class Run {
     if (opt) nn::save_safetensors((tmp / "optimizer.safetensors").string(), opt->state_dict());
     state_.lambda_1 = lagrangian_.lambda_1();
     state_.lambda_2 = lagrangian_.lambda_2();
+    state_.wall_seconds = elapsed_seconds();
     write_atomic(tmp / "state.json", state_json(state_).dump(2));
     fs::remove_all(dir);
     fs::rename(tmp, dir);
@@ -556,6 +560,11 @@ class Run {
     return ms[ms.size() / 2];
   }
 
+  // Wall time of the run so far, counting the time spent before each resume up to its checkpoint.
+  double elapsed_seconds() const {
+    return wall_base_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  }
+
   // Size and speed of the model as it is now: parameters, encoder FLOPs of one sequence at
   // the average dev length, forward latency at batch 1 and 32.
   json measure() {
@@ -599,7 +608,7 @@ class Run {
     }
     s["train_examples"] = train_ ? train_->size() : 0;
     s["dev_examples"] = dev_ ? dev_->size() : 0;
-    s["wall_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    s["wall_seconds"] = elapsed_seconds();
     s["threads"] = omp_get_max_threads();
     write_atomic(out_ / "summary.json", s.dump(2) + "\n");
     std::fprintf(stderr, "summary: %s\n", (out_ / "summary.json").string().c_str());
@@ -621,6 +630,7 @@ class Run {
   std::unique_ptr<Distiller> distiller_;
   fs::path resume_optimizer_;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+  double wall_base_ = 0;
 };
 
 }  // namespace
