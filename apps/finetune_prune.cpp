@@ -20,7 +20,8 @@ const char* kUsage =
     "  --set       override a key of the file (stages by index: --set stages.0.lr=3e-5)\n"
     "  --validate  check the file, its paths and values; run nothing\n"
     "  --resume    continue the run in output_dir from its last checkpoint\n"
-    "  --overwrite replace a previous run in output_dir\n";
+    "  --overwrite replace a previous run in output_dir\n"
+    "stages: finetune, head_gates, remove_heads, mask_tune, evaluate, export (every key: docs/experiment.md)\n";
 }
 
 int main(int argc, char** argv) {

@@ -169,6 +169,10 @@ class Run {
     }
     cfg_ = nn::BertConfig::from_file((fs::path(e_.model.path) / "config.json").string());
     cfg_.num_labels = spec_.num_labels;
+    int64_t heads = std::accumulate(cfg_.heads_per_layer.begin(), cfg_.heads_per_layer.end(), int64_t{0});
+    for (size_t i = 0; i < e_.stages.size(); ++i)
+      LOPPER_CHECK(e_.stages[i].target_heads < heads, "stages.", i, ".target_heads: ", e_.stages[i].target_heads,
+                   " is not below the model's ", heads, " heads");
   }
 
   void setup() {

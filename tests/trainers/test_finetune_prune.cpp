@@ -171,6 +171,8 @@ TEST_F(FinetunePrune, BadInputsGiveOneClearErrorAndWriteNothing) {
     std::ofstream(dir / "file_not_dir") << "x";
     expect_error(exp() + " --set output_dir=file_not_dir/out", "output_dir");
   }
+  std::string stages = "'stages=[{\"kind\": \"head_gates\", \"target_heads\": 8}, {\"kind\": \"remove_heads\"}]'";
+  expect_error(exp() + " --set " + stages, "stages.0.target_heads: 8 is not below the model's 8 heads");
   Result v = run(exp() + " --validate");
   EXPECT_EQ(v.code, 0) << v.err;
   EXPECT_FALSE(fs::exists(dir / "out"));
