@@ -79,6 +79,7 @@ BertIntermediate::BertIntermediate(const BertConfig& c, int64_t width, Generator
 Variable BertIntermediate::forward(const Variable& x) const {
   Variable h = activate(act, dense->forward(x));
   if (neuron_mask.defined()) h = ag::mul(h, Variable(neuron_mask));
+  if (neuron_gate.defined()) h = ag::mul(h, neuron_gate);
   return h;
 }
 

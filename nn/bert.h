@@ -65,7 +65,8 @@ class BertIntermediate : public Module {
   Variable forward(const Variable& x) const;  // (B, T, C) -> (B, T, width)
   std::shared_ptr<Linear> dense;
   Activation act;
-  Tensor neuron_mask;  // (width) 0/1, undefined = none
+  Tensor neuron_mask;    // (width) 0/1, undefined = none
+  Variable neuron_gate;  // (width) differentiable gate (L0 gates), undefined = none
 };
 
 class BertLayer : public Module {

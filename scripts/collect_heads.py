@@ -47,24 +47,26 @@ def main():
             continue
         gates = cfg["stages"][0]
         setting = f"target {gates['target_heads']}" if gates.get("target_heads") else f"λ = {gates['l0_penalty']:g}"
+        if gates.get("ffn_gates"):
+            setting += f", FFN gates λ_ffn = {gates['ffn_l0_penalty']:g}"
         p = s["pruning"]
         rows.append((p["heads_kept"], setting, s, p, latency(summary.parent),
                      last_eval(summary.parent, len(cfg["stages"]) - 2)))
     rows.sort(key=lambda r: -r[0])
-    print("| run | heads kept of 72 | dev accuracy (best of mask_tune) | at its last step | Δ vs unpruned | "
+    print("| run | heads kept of 72 | FFN neurons kept of 9216 | dev accuracy (best of mask_tune) | at its last step | Δ vs unpruned | "
           "GFLOPs / sentence | FLOPs × | latency b1 ms (×) | latency b32 ms (×) | wall |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     if rows:
         b = rows[0][3]["before"]
         acc = f"{100 * base_acc:.2f}%" if base_acc is not None else "-"
         ms = base_ms or {1: b["latency_ms"]["batch_1"], 32: b["latency_ms"]["batch_32"]}
-        print(f"| unpruned (the fine-tuned teacher) | 72 | {acc} | | 0 | {b['flops']['total'] / 1e9:.3f} | 1.00 | "
+        print(f"| unpruned (the fine-tuned teacher) | 72 | 9216 | {acc} | | 0 | {b['flops']['total'] / 1e9:.3f} | 1.00 | "
               f"{ms[1]:.2f} | {ms[32]:.1f} | |")
     if control and base_acc is not None:
         s, ms, last = control
         acc = s["final_eval"]["accuracy"]
         lat = f"{ms[1]:.2f} | {ms[32]:.1f}" if ms else "- | -"
-        print(f"| control: unpruned + the same 500 distillation steps | 72 | {100 * acc:.2f}% | {100 * last:.2f}% | "
+        print(f"| control: unpruned + the same 500 distillation steps | 72 | 9216 | {100 * acc:.2f}% | {100 * last:.2f}% | "
               f"{100 * (acc - base_acc):+.2f} | {s['flops']['total'] / 1e9:.3f} | 1.00 | {lat} | "
               f"{s['wall_seconds'] / 60:.1f} min |")
     for kept, setting, s, p, ms, last in rows:
@@ -77,7 +79,8 @@ def main():
             b1 = f"{a['latency_ms']['batch_1']:.2f} ({sp['batch_1']:.2f})"
             b32 = f"{a['latency_ms']['batch_32']:.1f} ({sp['batch_32']:.2f})"
         last_s = f"{100 * last:.2f}%" if last is not None else "-"
-        print(f"| {setting} | {kept} | {100 * acc:.2f}% | {last_s} | {delta} | {a['flops']['total'] / 1e9:.3f} | "
+        ffn_kept = sum(s["intermediate_sizes"])
+        print(f"| {setting} | {kept} | {ffn_kept} | {100 * acc:.2f}% | {last_s} | {delta} | {a['flops']['total'] / 1e9:.3f} | "
               f"{sp['flops']:.2f} | {b1} | {b32} | {s['wall_seconds'] / 60:.1f} min |")
     if rows:
         print(f"\nFLOPs and latency at the average dev length ({rows[0][3]['after']['flops']['seq_len']} tokens); "

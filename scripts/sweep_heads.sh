@@ -8,12 +8,13 @@
 # Latency in the table is measured after all runs, back to back on a quiet machine, by
 # bench_bert (forward, batch 1 and 32 at the average dev length), not by the runs
 # themselves, whose measurements share the machine with whatever else is running.
-#   LAMBDAS="0.003 0.01" TARGETS="36" scripts/sweep_heads.sh [extra finetune_prune args]
+#   LAMBDAS="0.003 0.01" TARGETS="36" FFN_PENALTIES="0.001" scripts/sweep_heads.sh [extra finetune_prune args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 lambdas=${LAMBDAS:-"0.003 0.01 0.03 0.1"}
 targets=${TARGETS:-"36"}
+ffn=${FFN_PENALTIES:-"0.0003 0.001"}  # runs with FFN neuron gates too (target 36 heads)
 out="$root/runs/heads-sweep"
 if [ ! -x build/apps/finetune_prune ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
@@ -38,6 +39,10 @@ mkdir -p "$out"
 EXTRA=("${@}")
 for t in $targets; do run "target-$t" --set stages.0.l0_penalty=0 --set "stages.0.target_heads=$t"; done
 for l in $lambdas; do run "l0-$l" --set "stages.0.l0_penalty=$l"; done
+for f in $ffn; do
+  run "target-36-ffn-$f" --set stages.0.l0_penalty=0 --set stages.0.target_heads=36 --set stages.0.ffn_gates=true \
+    --set "stages.0.ffn_l0_penalty=$f"
+done
 # Control: the same 500 distillation steps as mask_tune, no pruning, so the table can tell
 # what the extra training gives from what pruning costs.
 run control --set 'stages=[{"kind": "mask_tune", "epochs": 1, "lr": 3e-5, "batch_size": 32, "eval_every": 100,

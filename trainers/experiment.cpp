@@ -245,6 +245,10 @@ Experiment parse_experiment(json j, const std::string& file) {
       st.gate_lr = s.num("gate_lr", 0.1, 1e-12, 100, "a learning rate > 0");
       st.temperature = s.num("temperature", 2.0 / 3.0, 1e-3, 100, "> 0 (Hard-Concrete beta)");
       st.gate_init = s.num("gate_init", 3.0, -100, 100, "an initial log_alpha");
+      st.ffn_gates = s.boolean("ffn_gates", false);
+      st.ffn_l0_penalty = s.num("ffn_l0_penalty", 0, 0, 1e6, ">= 0");
+      LOPPER_CHECK(st.ffn_gates == (st.ffn_l0_penalty > 0), path, ": ffn_gates needs ffn_l0_penalty > 0, and ",
+                   "ffn_l0_penalty needs ffn_gates");
     } else if (st.kind == "remove_heads") {
       st.threshold = s.num("threshold", 0.5, 0, 1, "0 to 1");
       st.allow_empty_layers = s.boolean("allow_empty_layers", false);

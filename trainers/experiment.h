@@ -66,6 +66,8 @@ struct StageSpec {
   double gate_lr = 0.1;
   double temperature = 2.0 / 3.0;  // Hard-Concrete beta
   double gate_init = 3.0;          // initial log_alpha (gates open)
+  bool ffn_gates = false;          // gate every FFN neuron too
+  double ffn_l0_penalty = 0;       // coefficient of the expected number of open FFN neurons
   // remove_heads
   double threshold = 0.5;  // heads whose deterministic gate is below this are removed
   bool allow_empty_layers = false;

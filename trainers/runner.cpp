@@ -21,7 +21,7 @@
 #include "nn/optim.h"
 #include "nn/safetensors.h"
 #include "pruning/compact.h"
-#include "pruning/head_gates.h"
+#include "pruning/gates.h"
 #include "trainers/distill.h"
 #include "trainers/metrics.h"
 #include "trainers/progress.h"
@@ -223,7 +223,7 @@ class Run {
   }
 
   void make_gates(const StageSpec& s) {
-    gates_ = std::make_unique<pruning::HeadGates>(model_->bert->config, pruning::HardConcreteParams{s.temperature},
+    gates_ = std::make_unique<pruning::BertGates>(model_->bert->config, s.ffn_gates, pruning::HardConcreteParams{s.temperature},
                                                   s.gate_init);
   }
 
@@ -253,7 +253,7 @@ class Run {
   // ---- training stages: finetune, head_gates, mask_tune ----
 
   struct StepLog {
-    double loss = 0, task = 0, logits = 0, hidden = 0, expected_heads = 0;
+    double loss = 0, task = 0, logits = 0, hidden = 0, expected_heads = 0, expected_neurons = 0;
   };
 
   // The loss of one micro-batch: task, distillation, sparsity.
@@ -273,7 +273,7 @@ class Run {
       lg.hidden += p.hidden;
     }
     if (gates_) {
-      Variable e = gates_->expected_l0();  // expected open heads
+      Variable e = gates_->expected_heads();
       lg.expected_heads = e.data().item<double>();
       if (s.target_heads > 0) {
         // The target falls linearly from all heads to target_heads over the warm-up.
@@ -283,6 +283,11 @@ class Run {
         loss = ag::add(loss, lagrangian_.penalty(ag::scale(e, 1.0 / n), target / n));
       } else {
         loss = ag::add(loss, ag::scale(e, s.l0_penalty));
+      }
+      if (gates_->has_ffn()) {
+        Variable n = gates_->expected_neurons();
+        lg.expected_neurons = n.data().item<double>();
+        loss = ag::add(loss, ag::scale(n, s.ffn_l0_penalty));
       }
     }
     lg.loss += loss.data().item<double>();
@@ -319,6 +324,8 @@ class Run {
                  s.kind.c_str(), static_cast<long long>(train_->size()), static_cast<long long>(total),
                  static_cast<long long>(steps_per_epoch), static_cast<long long>(s.batch_size),
                  static_cast<long long>(s.grad_accum), s.lr, omp_get_max_threads());
+    if (gates_ && gates_->has_ffn())
+      std::fprintf(stderr, "%s: FFN neurons gated too, ffn_l0_penalty %g\n", s.kind.c_str(), s.ffn_l0_penalty);
     if (gates_)
       std::fprintf(stderr, "%s: %lld heads gated, %s %g, gate lr %g, temperature %.3f\n", s.kind.c_str(),
                    static_cast<long long>(gates_->num_heads()), s.target_heads > 0 ? "target heads" : "l0_penalty",
@@ -349,7 +356,7 @@ class Run {
         if (state_.step % eval_every == 0 || at_end) {
           json m = evaluate(s.eval_batch_size);
           progress.note("eval at step " + std::to_string(state_.step) + ": " + m.dump());
-          if (gates_) progress.note("head gates:\n" + pruning::gate_heat_map(gates_->values()));
+          if (gates_) progress.note("head gates:\n" + pruning::gate_heat_map(gates_->head_values()) + ffn_line());
           double score = m.at(main_metric(e_.data.task, regression_));
           if (score > state_.best) {
             state_.best = score;
@@ -380,6 +387,7 @@ class Run {
     double k = 1.0 / static_cast<double>(s.grad_accum);
     std::string extra;
     if (gates_) extra = " heads " + std::to_string(lg.expected_heads).substr(0, 5);
+    if (gates_ && gates_->has_ffn()) extra += " ffn " + std::to_string(std::lround(lg.expected_neurons));
     progress.update(state_.step, lg.loss * k, lr, examples, extra);
     if (state_.step % s.log_every != 0 && state_.step != total) return;
     json j = {{"stage", state_.stage}, {"step", state_.step}, {"epoch", state_.epoch}, {"loss", lg.loss * k}, {"lr", lr}};
@@ -389,26 +397,53 @@ class Run {
     if (gates_) {
       j["expected_heads"] = lg.expected_heads;
       json g = json::array();
-      for (auto& layer : gates_->values()) {
+      for (auto& layer : gates_->head_values()) {
         json row = json::array();
         for (double v : layer) row.push_back(std::round(v * 1000) / 1000);
         g.push_back(row);
       }
       j["gates"] = g;
       if (s.target_heads > 0) j["lambda"] = {lagrangian_.lambda_1(), lagrangian_.lambda_2()};
+      if (gates_->has_ffn()) {
+        j["expected_neurons"] = lg.expected_neurons;
+        j["ffn_open"] = open_neurons();
+      }
     }
     log_metrics(j);
+  }
+
+  // Open FFN neurons (deterministic gate >= 0.5) per layer.
+  std::vector<int64_t> open_neurons() const {
+    std::vector<int64_t> open;
+    for (auto& layer : gates_->neuron_values())
+      open.push_back(std::count_if(layer.begin(), layer.end(), [](double v) { return v >= 0.5; }));
+    return open;
+  }
+  std::string ffn_line() const {
+    if (!gates_->has_ffn()) return "";
+    std::string line = "  FFN neurons open per layer:";
+    for (int64_t n : open_neurons()) line += " " + std::to_string(n);
+    return line + "\n";
   }
 
   // ---- remove_heads ----
 
   void remove_heads(const StageSpec& s) {
     LOPPER_CHECK(gates_ != nullptr, "[remove_heads] no head gates (a head_gates stage must run first)");
-    pruning::HeadGates::detach(*model_->bert);
+    pruning::BertGates::detach(*model_->bert);
     state_.pruning["before"] = measure();
-    auto gates = gates_->values();
+    auto gates = gates_->head_values();
     std::fprintf(stderr, "remove_heads: gates (threshold %.2f)\n%s", s.threshold, pruning::gate_heat_map(gates, s.threshold).c_str());
     auto removed = pruning::remove_gated_heads(*model_->bert, gates, s.threshold, s.allow_empty_layers);
+    if (gates_->has_ffn()) {
+      std::vector<int64_t> before = model_->bert->config.intermediate_sizes;
+      std::vector<int64_t> kept = pruning::remove_gated_neurons(*model_->bert, gates_->neuron_values(), s.threshold);
+      std::fprintf(stderr, "remove_heads: FFN neurons kept per layer:");
+      for (size_t l = 0; l < kept.size(); ++l)
+        std::fprintf(stderr, " %lld/%lld", static_cast<long long>(kept[l]), static_cast<long long>(before[l]));
+      std::fprintf(stderr, "\n");
+      state_.pruning["ffn_kept"] = kept;
+    }
     model_->config = model_->bert->config;
     gates_.reset();
     json r = json::object();
@@ -629,7 +664,7 @@ class Run {
   std::unique_ptr<data::Dataset> train_, dev_;
   nn::BertConfig cfg_;
   std::unique_ptr<nn::BertForSequenceClassification> model_;
-  std::unique_ptr<pruning::HeadGates> gates_;  // from head_gates to remove_heads
+  std::unique_ptr<pruning::BertGates> gates_;  // from head_gates to remove_heads
   pruning::Lagrangian lagrangian_;
   std::unique_ptr<Distiller> distiller_;
   fs::path resume_optimizer_;

@@ -11,7 +11,7 @@
 #include "nn/safetensors.h"
 #include "pruning/compact.h"
 #include "pruning/hard_concrete.h"
-#include "pruning/head_gates.h"
+#include "pruning/gates.h"
 
 using namespace lopper;
 
@@ -184,12 +184,12 @@ TEST(Compact, FlopsModel) {
 // as the model compacted from those gates (kept gates folded into the output projection).
 TEST(HeadGates, CompactedModelEqualsGatedModel) {
   Loaded m;
-  pruning::HeadGates gates(m.model.bert->config);
+  pruning::BertGates gates(m.model.bert->config, false);
   // layer 0: heads 1, 3 closed, 0 and 2 partly open; layer 1: only head 2 open.
-  gates.layers()[0].log_alpha.mutable_data() = Tensor::from_vector<float>({0.3f, -30, 1.0f, -30}, {4});
-  gates.layers()[1].log_alpha.mutable_data() = Tensor::from_vector<float>({-30, -30, 5.0f, -30}, {4});
+  gates.heads()[0].log_alpha.mutable_data() = Tensor::from_vector<float>({0.3f, -30, 1.0f, -30}, {4});
+  gates.heads()[1].log_alpha.mutable_data() = Tensor::from_vector<float>({-30, -30, 5.0f, -30}, {4});
   gates.eval();
-  auto v = gates.values();
+  auto v = gates.head_values();
   EXPECT_EQ(v[0][1], 0.0);
   EXPECT_NEAR(v[0][0], std::clamp(sigmoid(0.3) * 1.2 - 0.1, 0.0, 1.0), 1e-6);
   EXPECT_EQ(v[1][2], 1.0);
@@ -203,9 +203,49 @@ TEST(HeadGates, CompactedModelEqualsGatedModel) {
   // Sampled gates differ from the deterministic ones only in training.
   gates.train();
   Generator g(1);
-  EXPECT_GT(max_abs_diff(gates.layers()[0].forward(&g).data(), Tensor::from_vector<float>(
+  EXPECT_GT(max_abs_diff(gates.heads()[0].forward(&g).data(), Tensor::from_vector<float>(
                                                                    {static_cast<float>(v[0][0]), 0, static_cast<float>(v[0][2]), 0}, {4})),
             1e-3);
+}
+
+// FFN neuron gates: with heads and neurons gated together (closed gates exactly 0, the rest
+// anywhere in (0, 1]), the model compacted from both equals the gated one.
+TEST(HeadGates, FfnNeuronGatesCompactToTheGatedModel) {
+  Loaded m;
+  pruning::BertGates gates(m.model.bert->config, true);
+  std::vector<float> la(64);
+  Generator g(5);
+  // Closed exactly (-30), or open with a gate in [0.56, 1] (log_alpha 0.2 and up).
+  for (size_t i = 0; i < la.size(); ++i) la[i] = i % 3 == 0 ? -30.0f : static_cast<float>(g.next_below(280)) / 100.0f + 0.2f;
+  gates.ffn()[0].log_alpha.mutable_data() = Tensor::from_vector(la, {64});
+  gates.ffn()[1].log_alpha.mutable_data() = Tensor::full({64}, -30.0);  // layer 1: every neuron closed
+  gates.heads()[1].log_alpha.mutable_data() = Tensor::from_vector<float>({-30, 0.5f, 4.0f, -30}, {4});
+  gates.eval();
+  gates.attach(*m.model.bert, nullptr);
+  Tensor gated = m.logits();
+  auto nv = gates.neuron_values();
+  int64_t open0 = std::count_if(nv[0].begin(), nv[0].end(), [](double v) { return v >= 0.5; });
+  ASSERT_EQ(open0, 64 - 22);  // 22 closed by log_alpha -30
+  ASSERT_LT(*std::min_element(nv[0].begin() + 1, nv[0].begin() + 3), 0.999);  // partly open gates are folded
+  pruning::remove_gated_heads(*m.model.bert, gates.head_values(), 0.5, false);
+  std::vector<std::vector<double>> nv1 = nv;
+  // Layer 1's neurons are all exactly 0: it keeps its highest-gated one, whose gate (0) the
+  // fold writes into the output projection, so the layer still adds nothing.
+  auto kept = pruning::remove_gated_neurons(*m.model.bert, nv1, 0.5);
+  EXPECT_EQ(kept, (std::vector<int64_t>{open0, 1}));
+  EXPECT_EQ(m.model.bert->config.intermediate_sizes, kept);
+  EXPECT_EQ(m.model.parameter("bert.encoder.layer.0.output.dense.weight").shape(), (Shape{32, open0}));
+  EXPECT_LT(max_abs_diff(gated, m.logits()), 1e-5);
+  // Gates that are not exactly 0 but below the threshold change the output when removed:
+  // the equality above is not automatic.
+  Loaded m2;
+  pruning::BertGates g2(m2.model.bert->config, true);
+  g2.ffn()[0].log_alpha.mutable_data() = Tensor::full({64}, -1.0);  // gate 0.44: removed, not zero
+  g2.eval();
+  g2.attach(*m2.model.bert, nullptr);
+  Tensor gated2 = m2.logits();
+  pruning::remove_gated_neurons(*m2.model.bert, g2.neuron_values(), 0.5);
+  EXPECT_GT(max_abs_diff(gated2, m2.logits()), 1e-4);
 }
 
 TEST(HeadGates, RemovalKeepsOneHeadPerLayerUnlessEmptyLayersAreAllowed) {
@@ -216,12 +256,12 @@ TEST(HeadGates, RemovalKeepsOneHeadPerLayerUnlessEmptyLayersAreAllowed) {
   EXPECT_EQ(pruning::heads_below(g, 0.5, true).at(0), (std::vector<int64_t>{0, 1, 2}));
   // An emptied layer still computes what the gated model computes (attention adds its bias only).
   Loaded m;
-  pruning::HeadGates gates(m.model.bert->config);
-  gates.layers()[0].log_alpha.mutable_data() = Tensor::full({4}, -30.0);
+  pruning::BertGates gates(m.model.bert->config, false);
+  gates.heads()[0].log_alpha.mutable_data() = Tensor::full({4}, -30.0);
   gates.eval();
   gates.attach(*m.model.bert, nullptr);
   Tensor gated = m.logits();
-  pruning::remove_gated_heads(*m.model.bert, gates.values(), 0.5, true);
+  pruning::remove_gated_heads(*m.model.bert, gates.head_values(), 0.5, true);
   EXPECT_EQ(m.model.bert->config.heads_per_layer, (std::vector<int64_t>{0, 4}));
   EXPECT_LT(max_abs_diff(gated, m.logits()), 1e-5);
 }

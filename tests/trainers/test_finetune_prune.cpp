@@ -212,6 +212,8 @@ TEST_F(FinetunePrune, HeadPruningPipelineResumesBitwiseAndExportsASmallerModel) 
   gates["lagrangian_lr"] = 1.0;
   gates["gate_init"] = 1.0;  // gates start nearer to closing: the stage is short
   gates["gate_lr"] = 0.2;
+  gates["ffn_gates"] = true;  // and FFN neurons (64 per layer)
+  gates["ffn_l0_penalty"] = 0.01;
   json tune = train;
   tune["kind"] = "mask_tune";
   json ft = train;
@@ -257,6 +259,15 @@ TEST_F(FinetunePrune, HeadPruningPipelineResumesBitwiseAndExportsASmallerModel) 
     EXPECT_EQ(static_cast<int64_t>(pruned), 4 - n);
   }
   EXPECT_EQ(from_cfg, kept);
+  // FFN neurons too: the config's per-layer widths match the weights and the summary.
+  for (int64_t l = 0; l < 2; ++l) {
+    int64_t w = cfg["lopper_intermediate_sizes"][l];
+    EXPECT_EQ(w, p["ffn_kept"][l].get<int64_t>());
+    EXPECT_EQ(full.at("bert.encoder.layer." + std::to_string(l) + ".intermediate.dense.weight").size(0), w);
+    EXPECT_EQ(full.at("bert.encoder.layer." + std::to_string(l) + ".output.dense.weight").size(1), w);
+  }
+  EXPECT_LT(cfg["lopper_intermediate_sizes"][0].get<int64_t>() + cfg["lopper_intermediate_sizes"][1].get<int64_t>(), 128)
+      << p.dump();
   EXPECT_EQ(cfg["num_attention_heads"], 4);  // transformers' reading: 4 heads minus pruned_heads
   // Gate values were logged while training.
   std::ifstream log(dir / "full" / "metrics.jsonl");

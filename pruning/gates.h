@@ -1,7 +1,8 @@
-// Head gating for a BERT encoder: one set of Hard-Concrete gates per layer attached to the
-// attention blocks' head_gate hook, the CoFi-style Lagrangian that steers the expected head
-// count to a target, and the step from trained gates to a physically smaller model. Not a
-// training loop: trainers/runner.cpp drives these from its head_gates and remove_heads stages.
+// L0 gates for a BERT encoder: Hard-Concrete gates per layer on the attention heads (the
+// head_gate hook) and, optionally, on the FFN neurons (the neuron_gate hook); the CoFi-style
+// Lagrangian that steers the expected head count to a target; and the step from trained
+// gates to a physically smaller model. Not a training loop: trainers/runner.cpp drives
+// these from its head_gates and remove_heads stages.
 #pragma once
 #include <map>
 #include <string>
@@ -12,25 +13,30 @@
 
 namespace lopper::pruning {
 
-class HeadGates : public nn::Module {
+class BertGates : public nn::Module {
  public:
-  // One gate per head of each layer, as the model is now (per-layer counts may differ).
-  // Parameters are named "<layer>.log_alpha".
-  HeadGates(const nn::BertConfig& c, HardConcreteParams p = {}, double init_log_alpha = 3.0);
+  // One gate per head of each layer, as the model is now (per-layer counts may differ), and
+  // with ffn one per FFN neuron. Parameters: "heads.<layer>.log_alpha", "ffn.<layer>.log_alpha".
+  BertGates(const nn::BertConfig& c, bool ffn, HardConcreteParams p = {}, double init_log_alpha = 3.0);
 
-  // Sets every layer's head_gate: sampled from gen while training (gen non-null),
-  // deterministic otherwise. detach() removes them.
+  // Sets every layer's head_gate (and neuron_gate): sampled from gen while training (gen
+  // non-null), deterministic otherwise. detach() removes them.
   void attach(nn::BertModel& model, Generator* gen) const;
   static void detach(nn::BertModel& model);
 
-  Variable expected_l0() const;                    // () expected number of open heads
-  std::vector<std::vector<double>> values() const;  // deterministic gate per layer and head
+  Variable expected_heads() const;    // () expected number of open heads
+  Variable expected_neurons() const;  // () expected number of open FFN neurons (needs ffn)
+  // Deterministic gate values per layer and head (neuron; empty without ffn).
+  std::vector<std::vector<double>> head_values() const;
+  std::vector<std::vector<double>> neuron_values() const;
   int64_t num_heads() const;
+  bool has_ffn() const { return ffn_ != nullptr; }
 
-  nn::ModuleList<HardConcreteGates>& layers() { return *layers_; }
+  nn::ModuleList<HardConcreteGates>& heads() { return *heads_; }
+  nn::ModuleList<HardConcreteGates>& ffn() { return *ffn_; }
 
  private:
-  std::shared_ptr<nn::ModuleList<HardConcreteGates>> layers_;
+  std::shared_ptr<nn::ModuleList<HardConcreteGates>> heads_, ffn_;
 };
 
 // Heads whose deterministic gate is below `threshold`, per layer (indices into the layer's
@@ -46,6 +52,12 @@ std::map<int64_t, std::vector<int64_t>> heads_below(const std::vector<std::vecto
 std::map<int64_t, std::vector<int64_t>> remove_gated_heads(nn::BertModel& model,
                                                            const std::vector<std::vector<double>>& gates,
                                                            double threshold, bool allow_empty);
+
+// The same for FFN neurons: kept neurons' gates are folded into the FFN output projection's
+// columns, neurons gated below `threshold` are removed; every layer keeps at least its
+// highest-gated neuron. Returns the neurons kept per layer.
+std::vector<int64_t> remove_gated_neurons(nn::BertModel& model, const std::vector<std::vector<double>>& gates,
+                                          double threshold);
 
 // max over lambda of lambda_1 (e - t) + lambda_2 (e - t)^2 with e the expected kept fraction
 // and t the target fraction (Wang et al. 2020, as used by CoFi, Xia et al. 2022): the model
