@@ -51,6 +51,10 @@ json read_json(const fs::path& p) {
   return json::parse(f);
 }
 
+int64_t total_heads(const nn::BertConfig& c) {
+  return std::accumulate(c.heads_per_layer.begin(), c.heads_per_layer.end(), int64_t{0});
+}
+
 // Where the run is: restored from a checkpoint on --resume.
 struct RunState {
   int64_t stage = 0;           // index of the stage in progress
@@ -169,7 +173,7 @@ class Run {
     }
     cfg_ = nn::BertConfig::from_file((fs::path(e_.model.path) / "config.json").string());
     cfg_.num_labels = spec_.num_labels;
-    int64_t heads = std::accumulate(cfg_.heads_per_layer.begin(), cfg_.heads_per_layer.end(), int64_t{0});
+    int64_t heads = total_heads(cfg_);
     for (size_t i = 0; i < e_.stages.size(); ++i)
       LOPPER_CHECK(e_.stages[i].target_heads < heads, "stages.", i, ".target_heads: ", e_.stages[i].target_heads,
                    " is not below the model's ", heads, " heads");
@@ -422,7 +426,11 @@ class Run {
   std::string ffn_line() const {
     if (!gates_->has_ffn()) return "";
     std::string line = "  FFN neurons open per layer:";
-    for (int64_t n : open_neurons()) line += " " + std::to_string(n);
+    // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) on " " + std::to_string(n).
+    for (int64_t n : open_neurons()) {
+      line += ' ';
+      line += std::to_string(n);
+    }
     return line + "\n";
   }
 
@@ -450,9 +458,7 @@ class Run {
     for (auto& [l, h] : removed) r[std::to_string(l)] = h;
     state_.pruning["gates"] = gates;
     state_.pruning["removed"] = r;
-    const auto& hpl = model_->bert->config.heads_per_layer;
-    std::fprintf(stderr, "remove_heads: %lld heads kept of %lld\n",
-                 static_cast<long long>(std::accumulate(hpl.begin(), hpl.end(), int64_t{0})),
+    std::fprintf(stderr, "remove_heads: %lld heads kept of %lld\n", static_cast<long long>(total_heads(model_->bert->config)),
                  static_cast<long long>(model_->bert->config.num_attention_heads * model_->bert->config.num_hidden_layers));
     if (dev_) std::fprintf(stderr, "remove_heads: dev %s\n", evaluate(64).dump().c_str());
   }
@@ -608,8 +614,7 @@ class Run {
   // the average dev length, forward latency at batch 1 and 32.
   json measure() {
     json m = {{"parameters", model_->num_parameters()}};
-    const auto& hpl = model_->bert->config.heads_per_layer;
-    m["heads"] = std::accumulate(hpl.begin(), hpl.end(), int64_t{0});
+    m["heads"] = total_heads(model_->bert->config);
     if (!dev_) return m;
     double total_len = 0;
     for (int64_t i = 0; i < dev_->size(); ++i) total_len += static_cast<double>(dev_->length(i));
