@@ -38,6 +38,26 @@ Result run(const std::string& args, const std::string& env = "") {
   return r;
 }
 
+// Two runs' exports hold the same tensors, bit for bit, and their summaries the same final
+// evaluation; returns the summaries (first, second) for further checks.
+std::pair<json, json> expect_same_results(const fs::path& a, const fs::path& b) {
+  auto ta = nn::load_safetensors((a / "model" / "model.safetensors").string()).tensors;
+  auto tb = nn::load_safetensors((b / "model" / "model.safetensors").string()).tensors;
+  EXPECT_EQ(ta.size(), tb.size());
+  for (auto& [name, t] : ta) {
+    auto it = tb.find(name);
+    if (it == tb.end()) {
+      ADD_FAILURE() << name << " missing from " << b;
+      continue;
+    }
+    EXPECT_EQ(max_abs_diff(t, it->second), 0.0) << name;
+  }
+  json sa = json::parse(std::ifstream(a / "summary.json"));
+  json sb = json::parse(std::ifstream(b / "summary.json"));
+  EXPECT_EQ(sa["final_eval"], sb["final_eval"]);
+  return {sa, sb};
+}
+
 // A workspace: the tiny fixture model with a 100-word vocab, a small sentiment-like task.
 class FinetunePrune : public ::testing::Test {
  protected:
@@ -111,13 +131,7 @@ TEST_F(FinetunePrune, KilledAndResumedRunEqualsUninterruptedBitwise) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("resuming from"), std::string::npos) << r.err;
 
-  auto full = nn::load_safetensors((dir / "full" / "model" / "model.safetensors").string()).tensors;
-  auto resumed = nn::load_safetensors((dir / "killed" / "model" / "model.safetensors").string()).tensors;
-  ASSERT_EQ(full.size(), resumed.size());
-  for (auto& [name, t] : full) EXPECT_EQ(max_abs_diff(t, resumed.at(name)), 0.0) << name;
-  json sa = json::parse(std::ifstream(dir / "full" / "summary.json"));
-  json sb = json::parse(std::ifstream(dir / "killed" / "summary.json"));
-  EXPECT_EQ(sa["final_eval"], sb["final_eval"]);
+  auto [sa, sb] = expect_same_results(dir / "full", dir / "killed");
   EXPECT_EQ(sa["best"], sb["best"]);
   // The task is learnable: the model beats chance on dev.
   std::ifstream log(dir / "full" / "metrics.jsonl");
@@ -233,13 +247,7 @@ TEST_F(FinetunePrune, HeadPruningPipelineResumesBitwiseAndExportsASmallerModel) 
   Result r = run(exp() + " --set output_dir=killed --resume");
   ASSERT_EQ(r.code, 0) << r.err;
 
-  auto full = nn::load_safetensors((dir / "full" / "model" / "model.safetensors").string()).tensors;
-  auto resumed = nn::load_safetensors((dir / "killed" / "model" / "model.safetensors").string()).tensors;
-  ASSERT_EQ(full.size(), resumed.size());
-  for (auto& [name, t] : full) EXPECT_EQ(max_abs_diff(t, resumed.at(name)), 0.0) << name;
-  json sa = json::parse(std::ifstream(dir / "full" / "summary.json"));
-  json sb = json::parse(std::ifstream(dir / "killed" / "summary.json"));
-  EXPECT_EQ(sa["final_eval"], sb["final_eval"]);
+  auto [sa, sb] = expect_same_results(dir / "full", dir / "killed");
   EXPECT_EQ(sa["pruning"]["gates"], sb["pruning"]["gates"]);
 
   // Heads were removed, and the summary, the exported config and the weights agree.
@@ -250,6 +258,7 @@ TEST_F(FinetunePrune, HeadPruningPipelineResumesBitwiseAndExportsASmallerModel) 
   EXPECT_GE(kept, 2) << "one head per layer is kept unless allow_empty_layers";
   EXPECT_LT(p["after"]["flops"]["total"].get<double>(), p["before"]["flops"]["total"].get<double>());
   json cfg = json::parse(std::ifstream(dir / "full" / "model" / "config.json"));
+  auto full = nn::load_safetensors((dir / "full" / "model" / "model.safetensors").string()).tensors;
   int64_t from_cfg = 0;
   for (int64_t l = 0; l < 2; ++l) {
     int64_t n = cfg["lopper_heads_per_layer"][l];
