@@ -8,9 +8,15 @@
 # Extra arguments go to finetune_prune (e.g. --set data.max_train_examples=0 for all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
+phase() { echo "== [$(( (SECONDS - start) / 60 ))m$(( (SECONDS - start) % 60 ))s] $*"; }
+phase "install dependencies and the model"
 scripts/install_deps.sh
 scripts/fetch_model.sh
+phase "build"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$(nproc)" --target finetune_prune
+phase "run experiments/minilm_sst2.json"
 ./build/apps/finetune_prune experiments/minilm_sst2.json --overwrite "$@"
+phase "done"
 echo "results: runs/minilm-sst2/summary.json, model: runs/minilm-sst2/model"
