@@ -6,14 +6,17 @@
 namespace lopper::nn {
 
 Variable scaled_dot_product_attention(const Variable& q, const Variable& k, const Variable& v,
-                                      const Tensor& additive_mask) {
+                                      const Tensor& additive_mask, const Variable& prob_mask, double dropout_p,
+                                      Generator* dropout_gen) {
   LOPPER_CHECK(q.dim() == 4 && k.shape() == q.shape() && v.shape() == q.shape(), "[attention] q ",
                shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()),
                " must all be (B, H, T, D)");
   double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   Variable scores = ag::scale(ag::matmul(q, k, false, true), scale);  // (B, H, T, T)
   if (additive_mask.defined()) scores = ag::add(scores, Variable(additive_mask));
-  Variable probs = ag::softmax(scores);
+  Variable probs = ag::softmax(scores);  // (B, H, T, T)
+  if (prob_mask.defined()) probs = ag::mul(probs, prob_mask);
+  if (dropout_gen) probs = ag::dropout(probs, dropout_p, true, *dropout_gen);
   return ag::matmul(probs, v);  // (B, H, T, D)
 }
 

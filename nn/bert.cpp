@@ -51,14 +51,9 @@ Variable BertSelfAttention::forward(const Variable& x, const Tensor& additive_ma
   Variable q = split_heads(query->forward(x), heads);  // (B, H, T, D)
   Variable k = split_heads(key->forward(x), heads);
   Variable v = split_heads(value->forward(x), heads);
-  Variable scores = ag::scale(ag::matmul(q, k, false, true), 1.0 / std::sqrt(static_cast<double>(head_dim)));
-  if (additive_mask.defined()) scores = ag::add(scores, Variable(additive_mask));
-  Variable probs = ag::softmax(scores);  // (B, H, T, T)
-  if (prob_mask.defined()) probs = ag::mul(probs, Variable(prob_mask));
-  probs = maybe_dropout(probs, dropout, *this, ctx);
-  Variable context = ag::matmul(probs, v);  // (B, H, T, D)
-  if (head_mask.defined()) context = ag::mul(context, Variable(head_mask.view({heads, 1, 1})));
-  if (head_gate.defined()) context = ag::mul(context, ag::reshape(head_gate, {heads, 1, 1}));
+  Generator* drop = is_training() ? ctx.gen : nullptr;
+  Variable context = scaled_dot_product_attention(q, k, v, additive_mask, prob_mask, dropout, drop);  // (B, H, T, D)
+  if (head_mask.defined()) context = ag::mul(context, ag::reshape(head_mask, {heads, 1, 1}));
   return merge_heads(context);  // (B, T, H * D)
 }
 
@@ -78,8 +73,7 @@ BertIntermediate::BertIntermediate(const BertConfig& c, int64_t width, Generator
 
 Variable BertIntermediate::forward(const Variable& x) const {
   Variable h = activate(act, dense->forward(x));
-  if (neuron_mask.defined()) h = ag::mul(h, Variable(neuron_mask));
-  if (neuron_gate.defined()) h = ag::mul(h, neuron_gate);
+  if (neuron_mask.defined()) h = ag::mul(h, neuron_mask);
   return h;
 }
 
@@ -153,7 +147,7 @@ BertOutputs BertModel::forward(const Tensor& ids, const Tensor& token_types, con
 }
 
 BertForSequenceClassification::BertForSequenceClassification(const BertConfig& c, Generator& init)
-    : config(c), dropout(c.hidden_dropout_prob) {
+    : dropout(c.hidden_dropout_prob) {
   LOPPER_CHECK(c.num_labels >= 1, "[bert] num_labels must be >= 1, got ", c.num_labels);
   bert = register_module("bert", std::make_shared<BertModel>(c, init, true));
   classifier = register_module("classifier", std::make_shared<Linear>(c.hidden_size, c.num_labels, init));
@@ -168,14 +162,14 @@ Variable BertForSequenceClassification::forward(const Tensor& ids, const Tensor&
 }
 
 Variable BertForSequenceClassification::loss(const Variable& logits, const Tensor& labels) const {
-  if (config.num_labels == 1) {
+  if (config().num_labels == 1) {
     Tensor target = labels.to(logits.dtype()).reshape({-1, 1});
     return mse(logits, Variable(target));
   }
   return cross_entropy(logits, labels.to(DType::i64));
 }
 
-BertForQuestionAnswering::BertForQuestionAnswering(const BertConfig& c, Generator& init) : config(c) {
+BertForQuestionAnswering::BertForQuestionAnswering(const BertConfig& c, Generator& init) {
   bert = register_module("bert", std::make_shared<BertModel>(c, init, false));
   qa_outputs = register_module("qa_outputs", std::make_shared<Linear>(c.hidden_size, 2, init));
 }

@@ -1,6 +1,8 @@
 // BERT with transformers' module tree and parameter names, so checkpoints load by name.
-// The pruning hooks (per-head gate and mask, attention-probability mask, FFN neuron mask)
-// are plain members that pruning/ sets; nothing here knows a pruning method.
+// The pruning hooks are plain Variable members that pruning/ sets, one per site: a weight
+// mask on every Linear, a per-head mask, an attention-probability mask, an FFN-neuron mask.
+// 0/1 masks and differentiable gates use the same hook, so gradients with respect to any
+// mask exist. Nothing here knows a pruning method.
 #pragma once
 #include <memory>
 #include <string>
@@ -34,10 +36,10 @@ class BertSelfAttention : public Module {
   std::shared_ptr<Linear> query, key, value;
   int64_t heads, head_dim;
   double dropout;
-  // Hooks: each multiplies the heads' outputs or the attention probabilities.
-  Variable head_gate;   // (heads) differentiable gate (L0 gates), undefined = none
-  Tensor head_mask;     // (heads) 0/1, undefined = none
-  Tensor prob_mask;     // broadcastable to (B, heads, T, T), undefined = none
+  // Hooks, undefined = none. head_mask multiplies each head's context (0/1 masks and L0
+  // gates alike); prob_mask multiplies the attention probabilities.
+  Variable head_mask;  // (heads)
+  Variable prob_mask;  // broadcastable to (B, heads, T, T)
 };
 
 // dense (width -> hidden), dropout, residual, LayerNorm: both transformers' BertSelfOutput
@@ -65,8 +67,7 @@ class BertIntermediate : public Module {
   Variable forward(const Variable& x) const;  // (B, T, C) -> (B, T, width)
   std::shared_ptr<Linear> dense;
   Activation act;
-  Tensor neuron_mask;    // (width) 0/1, undefined = none
-  Variable neuron_gate;  // (width) differentiable gate (L0 gates), undefined = none
+  Variable neuron_mask;  // (width) multiplies the activation (0/1 masks and gates); undefined = none
 };
 
 class BertLayer : public Module {
@@ -119,7 +120,8 @@ class BertForSequenceClassification : public Module {
                    const ForwardContext& ctx = {}, std::vector<Variable>* hidden_states = nullptr) const;
   // Cross-entropy, or MSE on logits (B, 1) when num_labels == 1 (regression).
   Variable loss(const Variable& logits, const Tensor& labels) const;
-  BertConfig config;
+  // The encoder's config, which pruning keeps up to date: one config, not a copy.
+  const BertConfig& config() const { return bert->config; }
   std::shared_ptr<BertModel> bert;
   std::shared_ptr<Linear> classifier;
   double dropout;
@@ -131,7 +133,7 @@ class BertForQuestionAnswering : public Module {
   // start and end logits, each (B, T)
   std::pair<Variable, Variable> forward(const Tensor& ids, const Tensor& token_types, const Tensor& attention_mask,
                                         const ForwardContext& ctx = {}) const;
-  BertConfig config;
+  const BertConfig& config() const { return bert->config; }
   std::shared_ptr<BertModel> bert;
   std::shared_ptr<Linear> qa_outputs;
 };

@@ -11,7 +11,22 @@ Linear::Linear(int64_t in, int64_t out, Generator& gen, bool has_bias, double in
 Variable Linear::forward(const Variable& x) const {
   LOPPER_CHECK(x.size(-1) == weight.size(1), "[linear] input ", shape_str(x.shape()), " vs weight ",
                shape_str(weight.shape()));
-  return ag::linear(x, weight, bias);
+  return ag::linear(x, masked_weight(), bias);
+}
+
+Variable Linear::masked_weight() const {
+  if (!weight_mask.defined()) return weight;
+  int64_t out = weight.size(0), in = weight.size(1);
+  const Shape& m = weight_mask.shape();
+  if (m.size() == 4) {
+    LOPPER_CHECK(m[1] == 1 && m[3] == 1 && m[0] > 0 && m[2] > 0 && out % m[0] == 0 && in % m[2] == 0, "[linear] block mask ",
+                 shape_str(m), " for weight ", shape_str(weight.shape()), ": expected (out/bo, 1, in/bi, 1)");
+    Variable blocks = ag::reshape(weight, {m[0], out / m[0], m[2], in / m[2]});
+    return ag::reshape(ag::mul(blocks, weight_mask), {out, in});
+  }
+  LOPPER_CHECK(m.size() == 2 && (m[0] == out || m[0] == 1) && (m[1] == in || m[1] == 1), "[linear] mask ", shape_str(m),
+               " is not broadcastable to weight ", shape_str(weight.shape()));
+  return ag::mul(weight, weight_mask);
 }
 
 Embedding::Embedding(int64_t num, int64_t dim, Generator& gen, double init_std) {

@@ -13,7 +13,14 @@ class Linear : public Module {
   // Weights ~ N(0, init_std), bias zero: BERT's initializer.
   Linear(int64_t in, int64_t out, Generator& gen, bool bias = true, double init_std = 0.02);
   Variable forward(const Variable& x) const;  // (..., in) -> (..., out)
-  Variable weight, bias;                      // (out, in), (out)
+  // weight * weight_mask, or weight itself when there is no mask.
+  Variable masked_weight() const;  // (out, in)
+  Variable weight, bias;           // (out, in), (out)
+  // Pruning hook: a differentiable mask on the weight, applied before the matmul and costing
+  // nothing when undefined. Either broadcastable to (out, in) (elementwise (out, in), per row
+  // (out, 1), per column (1, in)), or 4-D (out / bo, 1, in / bi, 1): one value per block of
+  // bo rows by bi columns, applied through a reshape of the weight to (out/bo, bo, in/bi, bi).
+  Variable weight_mask;
 };
 
 class Embedding : public Module {

@@ -49,6 +49,17 @@ void Module::collect_buffers(const std::string& prefix, std::vector<std::pair<st
   for (auto& [n, c] : children_) c->collect_buffers(prefix + n + ".", out);
 }
 
+void Module::collect_modules(const std::string& name, std::vector<std::pair<std::string, Module*>>& out) {
+  out.emplace_back(name, this);
+  for (auto& [n, c] : children_) c->collect_modules(name.empty() ? n : name + "." + n, out);
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_modules() {
+  std::vector<std::pair<std::string, Module*>> out;
+  collect_modules("", out);
+  return out;
+}
+
 std::vector<std::pair<std::string, Variable>> Module::named_parameters() const {
   std::vector<std::pair<std::string, Variable>> out;
   collect_parameters("", out);

@@ -25,6 +25,16 @@ class Module {
   virtual ~Module() = default;
 
   std::vector<std::pair<std::string, Variable>> named_parameters() const;
+  // This module ("") and every module below it by dotted Hugging Face name, parents first
+  // ("bert.encoder.layer.0.attention.self.query"); of_type keeps those of one class.
+  std::vector<std::pair<std::string, Module*>> named_modules();
+  template <class M>
+  std::vector<std::pair<std::string, M*>> named_modules_of_type() {
+    std::vector<std::pair<std::string, M*>> out;
+    for (auto& [n, m] : named_modules())
+      if (auto* t = dynamic_cast<M*>(m)) out.emplace_back(n, t);
+    return out;
+  }
   std::vector<Variable> parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
   Variable parameter(const std::string& name) const;  // by full dotted name; throws if absent
@@ -56,6 +66,7 @@ class Module {
  private:
   void collect_parameters(const std::string& prefix, std::vector<std::pair<std::string, Variable>>& out) const;
   void collect_buffers(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const;
+  void collect_modules(const std::string& name, std::vector<std::pair<std::string, Module*>>& out);
 
   std::vector<std::pair<std::string, Variable>> params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;

@@ -41,15 +41,18 @@ void remove_heads(nn::BertModel& model, const std::map<int64_t, std::vector<int6
       for (int64_t h : gone) already.insert(alive.at(static_cast<size_t>(h)));
       original.assign(already.begin(), already.end());
     }
+    nn::Linear& out = *L.attention->output->dense;
+    for (nn::Linear* lin : {att.query.get(), att.key.get(), att.value.get(), &out})
+      LOPPER_CHECK(!lin->weight_mask.defined(), "[remove_heads] layer ", layer, " carries a weight mask: fold it into the ",
+                   "weights (or detach it) before removing heads");
     for (nn::Linear* lin : {att.query.get(), att.key.get(), att.value.get()}) {
       lin->weight.mutable_data() = take(lin->weight.data(), 0, keep_rows);
       lin->bias.mutable_data() = take(lin->bias.data(), 0, keep_rows);
     }
-    nn::Linear& out = *L.attention->output->dense;
     out.weight.mutable_data() = take(out.weight.data(), 1, keep_rows);
-    if (att.head_mask.defined()) att.head_mask = take(att.head_mask, 0, keep_heads);
-    att.head_gate = Variable();
-    att.prob_mask = Tensor();
+    // A mask on the kept heads stays (as constants); a probability mask has the old head count.
+    if (att.head_mask.defined()) att.head_mask = Variable(take(att.head_mask.data(), 0, keep_heads));
+    att.prob_mask = Variable();
     att.heads = static_cast<int64_t>(keep_heads.size());
     cfg.heads_per_layer[layer] = att.heads;
     cfg.pruned_heads[layer] = original;
@@ -68,10 +71,14 @@ void keep_neurons(nn::BertModel& model, int64_t layer, const std::vector<int64_t
   for (int64_t i : keep) LOPPER_CHECK(i >= 0 && i < width, "[keep_neurons] neuron ", i, " outside width ", width);
   nn::Linear& in = *L.intermediate->dense;
   nn::Linear& out = *L.output->dense;
+  for (nn::Linear* lin : {&in, &out})
+    LOPPER_CHECK(!lin->weight_mask.defined(), "[keep_neurons] layer ", layer, " carries a weight mask: fold it into the ",
+                 "weights (or detach it) before removing neurons");
   in.weight.mutable_data() = take(in.weight.data(), 0, keep);
   in.bias.mutable_data() = take(in.bias.data(), 0, keep);
   out.weight.mutable_data() = take(out.weight.data(), 1, keep);
-  if (L.intermediate->neuron_mask.defined()) L.intermediate->neuron_mask = take(L.intermediate->neuron_mask, 0, keep);
+  if (L.intermediate->neuron_mask.defined())
+    L.intermediate->neuron_mask = Variable(take(L.intermediate->neuron_mask.data(), 0, keep));
   for (nn::Linear* lin : {&in, &out}) {
     lin->weight.zero_grad();
     lin->bias.zero_grad();

@@ -61,19 +61,19 @@ void BertGates::attach(nn::BertModel& model, Generator* gen) const {
     const HardConcreteGates& g = (*heads_)[l];
     LOPPER_CHECK(g.log_alpha.numel() == att.heads, "[gates] layer ", l, ": ", g.log_alpha.numel(), " gates for ", att.heads,
                  " heads");
-    att.head_gate = att.heads > 0 ? g.forward(gen) : Variable();
+    att.head_mask = att.heads > 0 ? g.forward(gen) : Variable();
     if (!ffn_) continue;
     const HardConcreteGates& f = (*ffn_)[l];
     LOPPER_CHECK(f.log_alpha.numel() == L.intermediate->dense->weight.size(0), "[gates] layer ", l, ": ", f.log_alpha.numel(),
                  " gates for ", L.intermediate->dense->weight.size(0), " FFN neurons");
-    L.intermediate->neuron_gate = f.forward(gen);
+    L.intermediate->neuron_mask = f.forward(gen);
   }
 }
 
 void BertGates::detach(nn::BertModel& model) {
   for (const auto& layer : *model.encoder->layer) {
-    layer->attention->self->head_gate = Variable();
-    layer->intermediate->neuron_gate = Variable();
+    layer->attention->self->head_mask = Variable();
+    layer->intermediate->neuron_mask = Variable();
   }
 }
 
@@ -125,7 +125,7 @@ std::map<int64_t, std::vector<int64_t>> remove_gated_heads(nn::BertModel& model,
     fold_into_columns(*L.attention->output->dense, gates[l], att.head_dim);
   }
   auto drop = heads_below(gates, threshold, allow_empty);
-  for (const auto& layer : *model.encoder->layer) layer->attention->self->head_gate = Variable();
+  for (const auto& layer : *model.encoder->layer) layer->attention->self->head_mask = Variable();
   remove_heads(model, drop, allow_empty);
   return drop;
 }
@@ -145,7 +145,7 @@ std::vector<int64_t> remove_gated_neurons(nn::BertModel& model, const std::vecto
     for (size_t i = 0; i < g.size(); ++i)
       if (g[i] >= threshold) keep.push_back(static_cast<int64_t>(i));
     if (keep.empty() && !g.empty()) keep.push_back(std::max_element(g.begin(), g.end()) - g.begin());
-    L.intermediate->neuron_gate = Variable();
+    L.intermediate->neuron_mask = Variable();
     keep_neurons(model, static_cast<int64_t>(l), keep);
     kept.push_back(static_cast<int64_t>(keep.size()));
   }

@@ -1,5 +1,5 @@
 // L0 gates for a BERT encoder: Hard-Concrete gates per layer on the attention heads (the
-// head_gate hook) and, optionally, on the FFN neurons (the neuron_gate hook); the CoFi-style
+// head_mask hook) and, optionally, on the FFN neurons (the neuron_mask hook); the CoFi-style
 // Lagrangian that steers the expected head count to a target; and the step from trained
 // gates to a physically smaller model. Not a training loop: trainers/runner.cpp drives
 // these from its head_gates and remove_heads stages.
@@ -19,7 +19,7 @@ class BertGates : public nn::Module {
   // with ffn one per FFN neuron. Parameters: "heads.<layer>.log_alpha", "ffn.<layer>.log_alpha".
   BertGates(const nn::BertConfig& c, bool ffn, HardConcreteParams p = {}, double init_log_alpha = 3.0);
 
-  // Sets every layer's head_gate (and neuron_gate): sampled from gen while training (gen
+  // Sets every layer's head_mask (and neuron_mask): sampled from gen while training (gen
   // non-null), deterministic otherwise. detach() removes them.
   void attach(nn::BertModel& model, Generator* gen) const;
   static void detach(nn::BertModel& model);

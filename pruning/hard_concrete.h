@@ -1,7 +1,7 @@
 // Hard-Concrete gates (Louizos et al. 2018; used for heads by Voita et al. 2019): one
 // learnable log_alpha per gate, stretched Hard-Concrete samples while training,
 // deterministic gates at evaluation, and the expected-L0 penalty. Not wired to a model:
-// the head_gates stage sets BertSelfAttention::head_gate from forward().
+// the head_gates stage sets BertSelfAttention::head_mask from forward().
 #pragma once
 #include "core/rng.h"
 #include "nn/module.h"

@@ -10,7 +10,7 @@ namespace lopper::trainers {
 Distiller::Distiller(std::unique_ptr<nn::BertForSequenceClassification> teacher, const TeacherSpec& spec,
                      const nn::BertConfig& student)
     : teacher_(std::move(teacher)), spec_(spec) {
-  const nn::BertConfig& t = teacher_->config;
+  const nn::BertConfig& t = teacher_->config();
   LOPPER_CHECK(t.num_labels == student.num_labels, "teacher: ", t.num_labels, " labels, the student has ", student.num_labels);
   LOPPER_CHECK(t.vocab_size == student.vocab_size, "teacher: vocabulary of ", t.vocab_size, ", the student's has ",
                student.vocab_size, " (they must share a tokenizer)");

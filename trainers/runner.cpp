@@ -452,7 +452,6 @@ class Run {
       std::fprintf(stderr, "\n");
       state_.pruning["ffn_kept"] = kept;
     }
-    model_->config = model_->bert->config;
     gates_.reset();
     json r = json::object();
     for (auto& [l, h] : removed) r[std::to_string(l)] = h;

@@ -104,17 +104,17 @@ TEST(Compact, RemovingHeadsAndNeuronsEqualsMasking) {
   Loaded m;
   auto& layers = *m.model.bert->encoder->layer;
   // Mask heads 1 and 3 of layer 0, heads 0, 1, 2 of layer 1, and half the FFN of layer 1.
-  layers[0].attention->self->head_mask = Tensor::from_vector<float>({1, 0, 1, 0}, {4});
-  layers[1].attention->self->head_mask = Tensor::from_vector<float>({0, 0, 0, 1}, {4});
+  layers[0].attention->self->head_mask = Variable(Tensor::from_vector<float>({1, 0, 1, 0}, {4}));
+  layers[1].attention->self->head_mask = Variable(Tensor::from_vector<float>({0, 0, 0, 1}, {4}));
   std::vector<float> nm(64, 0.0f);
   std::vector<int64_t> keep;
   for (int64_t i = 0; i < 64; i += 2) { nm[i] = 1.0f; keep.push_back(i); }
-  layers[1].intermediate->neuron_mask = Tensor::from_vector(nm, {64});
+  layers[1].intermediate->neuron_mask = Variable(Tensor::from_vector(nm, {64}));
   Tensor masked = m.logits();
 
   pruning::remove_heads(*m.model.bert, {{0, {1, 3}}, {1, {0, 1, 2}}});
   pruning::keep_neurons(*m.model.bert, 1, keep);
-  layers[1].intermediate->neuron_mask = Tensor();
+  layers[1].intermediate->neuron_mask = Variable();
   Tensor compact = m.logits();
   EXPECT_LT(max_abs_diff(masked, compact), 1e-5);
   EXPECT_EQ(m.model.bert->config.heads_per_layer, (std::vector<int64_t>{2, 1}));
@@ -131,7 +131,7 @@ TEST(Compact, RemovingHeadsAndNeuronsEqualsMasking) {
 TEST(Compact, AnEmptyLayerWorksWhenAllowed) {
   Loaded m;
   auto& layers = *m.model.bert->encoder->layer;
-  layers[0].attention->self->head_mask = Tensor::zeros({4});
+  layers[0].attention->self->head_mask = Variable(Tensor::zeros({4}));
   Tensor masked = m.logits();
   pruning::remove_heads(*m.model.bert, {{0, {0, 1, 2, 3}}}, true);
   EXPECT_EQ(m.model.bert->config.heads_per_layer[0], 0);
