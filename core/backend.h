@@ -1,6 +1,7 @@
 // The two backends behind core/ops: lopper::cpu (always) and lopper::cuda (LOPPER_CUDA,
 // else a stub that throws). Both implement backend_api.inc with the functors of
-// core/kernels. Only core/ops.cpp and the backends include this.
+// core/kernels. Only core/ops.cpp, core/device.cpp (what is built and present) and the
+// backends include this.
 #pragma once
 #include <cstdint>
 
@@ -15,6 +16,7 @@ namespace lopper::cpu {
 
 namespace lopper::cuda {
 #include "core/backend_api.inc"
+bool built();                 // this build has the CUDA backend (false in the stub)
 bool available();             // a device is present and usable
 int device_count();
 void synchronize();

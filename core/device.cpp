@@ -3,6 +3,7 @@
 
 #include <charconv>
 
+#include "core/backend.h"
 #include "core/error.h"
 
 namespace lopper {
@@ -17,6 +18,9 @@ Device Device::parse(const std::string& s) {
   }
   LOPPER_FAIL("[device] cannot parse '", s, "' (expected cpu, cuda or cuda:N)");
 }
+
+bool cuda_built() { return cuda::built(); }
+int cuda_device_count() { return cuda::device_count(); }
 
 std::string Device::str() const {
   return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);

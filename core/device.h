@@ -22,4 +22,9 @@ struct Device {
   bool operator!=(const Device& o) const { return !(*this == o); }
 };
 
+// Whether this build has the CUDA backend, and how many CUDA devices it sees (0 in a
+// CPU-only build or on a machine without a GPU).
+bool cuda_built();
+int cuda_device_count();
+
 }  // namespace lopper

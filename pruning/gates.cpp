@@ -53,28 +53,28 @@ BertGates::BertGates(const nn::BertConfig& c, bool ffn, HardConcreteParams p, do
 }
 
 void BertGates::attach(nn::BertModel& model, Generator* gen) const {
-  LOPPER_CHECK(model.encoder->layer->size() == heads_->size(), "[gates] gates for ", heads_->size(), " layers, model has ",
-               model.encoder->layer->size());
-  for (size_t l = 0; l < heads_->size(); ++l) {
-    nn::BertLayer& L = (*model.encoder->layer)[l];
-    nn::BertSelfAttention& att = *L.attention->self;
+  // The sites by their Hugging Face names: "encoder.layer.3.attention.self", "encoder.layer.3.intermediate".
+  auto att = model.named_modules_of_type<nn::BertSelfAttention>();
+  auto ffn = model.named_modules_of_type<nn::BertIntermediate>();
+  LOPPER_CHECK(att.size() == heads_->size(), "[gates] gates for ", heads_->size(), " layers, model has ", att.size());
+  for (size_t l = 0; l < heads_->size(); ++l) {  // heads then neurons of each layer: the order gen is drawn in
+    auto [name, a] = att[l];
     const HardConcreteGates& g = (*heads_)[l];
-    LOPPER_CHECK(g.log_alpha.numel() == att.heads, "[gates] layer ", l, ": ", g.log_alpha.numel(), " gates for ", att.heads,
+    LOPPER_CHECK(g.log_alpha.numel() == a->heads, "[gates] ", name, ": ", g.log_alpha.numel(), " gates for ", a->heads,
                  " heads");
-    att.head_mask = att.heads > 0 ? g.forward(gen) : Variable();
+    a->head_mask = a->heads > 0 ? g.forward(gen) : Variable();
     if (!ffn_) continue;
-    const HardConcreteGates& f = (*ffn_)[l];
-    LOPPER_CHECK(f.log_alpha.numel() == L.intermediate->dense->weight.size(0), "[gates] layer ", l, ": ", f.log_alpha.numel(),
-                 " gates for ", L.intermediate->dense->weight.size(0), " FFN neurons");
-    L.intermediate->neuron_mask = f.forward(gen);
+    auto [fname, f] = ffn[l];
+    const HardConcreteGates& n = (*ffn_)[l];
+    LOPPER_CHECK(n.log_alpha.numel() == f->dense->weight.size(0), "[gates] ", fname, ": ", n.log_alpha.numel(),
+                 " gates for ", f->dense->weight.size(0), " FFN neurons");
+    f->neuron_mask = n.forward(gen);
   }
 }
 
 void BertGates::detach(nn::BertModel& model) {
-  for (const auto& layer : *model.encoder->layer) {
-    layer->attention->self->head_mask = Variable();
-    layer->intermediate->neuron_mask = Variable();
-  }
+  for (auto& [name, a] : model.named_modules_of_type<nn::BertSelfAttention>()) a->head_mask = Variable();
+  for (auto& [name, f] : model.named_modules_of_type<nn::BertIntermediate>()) f->neuron_mask = Variable();
 }
 
 Variable BertGates::expected_heads() const { return sum_expected(*heads_); }
@@ -166,8 +166,13 @@ void Lagrangian::ascend(double lr) {
 }
 
 void Lagrangian::set(double l1, double l2) {
-  lambda_1_.mutable_data() = Tensor::full({}, l1);
-  lambda_2_.mutable_data() = Tensor::full({}, l2);
+  lambda_1_.mutable_data() = Tensor::full({}, l1, DType::f32, lambda_1_.data().device());
+  lambda_2_.mutable_data() = Tensor::full({}, l2, DType::f32, lambda_2_.data().device());
+}
+
+void Lagrangian::to(Device d) {
+  lambda_1_.mutable_data() = lambda_1_.data().to(d);
+  lambda_2_.mutable_data() = lambda_2_.data().to(d);
 }
 
 std::string gate_heat_map(const std::vector<std::vector<double>>& gates, double threshold) {

@@ -1,8 +1,8 @@
 // L0 gates for a BERT encoder: Hard-Concrete gates per layer on the attention heads (the
 // head_mask hook) and, optionally, on the FFN neurons (the neuron_mask hook); the CoFi-style
 // Lagrangian that steers the expected head count to a target; and the step from trained
-// gates to a physically smaller model. Not a training loop: trainers/runner.cpp drives
-// these from its head_gates and remove_heads stages.
+// gates to a physically smaller model. Not a PruningMethod: pruning/l0_gates.h makes these
+// one, which the head_gates and remove_heads stages drive.
 #pragma once
 #include <map>
 #include <string>
@@ -70,6 +70,7 @@ class Lagrangian {
   double lambda_1() const { return lambda_1_.data().item<double>(); }
   double lambda_2() const { return lambda_2_.data().item<double>(); }
   void set(double l1, double l2);
+  void to(Device d);
 
  private:
   Variable lambda_1_ = Variable(Tensor::zeros({}), true);

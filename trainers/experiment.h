@@ -2,9 +2,12 @@
 // caught before anything runs and named by its JSON path (docs/experiment.md lists every
 // key). Not the runner: trainers/runner.h executes what this describes.
 #pragma once
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "core/error.h"
 
 namespace lopper::trainers {
 
@@ -39,42 +42,23 @@ struct TeacherSpec {
   std::vector<std::pair<int64_t, int64_t>> layer_map;
 };
 
+// The options of one stage kind. Each kind derives its own struct and parse function
+// (trainers/stage_*.cpp, listed in trainers/stages.cpp).
+struct StageOptions {
+  virtual ~StageOptions() = default;
+};
+
 struct StageSpec {
-  std::string kind;  // finetune, head_gates, remove_heads, mask_tune, evaluate, export
-  // training stages: finetune, head_gates, mask_tune
-  double epochs = 1;
-  int64_t max_steps = 0;  // 0: from epochs
-  double lr = 5e-5;
-  int64_t batch_size = 32;
-  int64_t eval_batch_size = 64;
-  double weight_decay = 0.01;
-  double warmup_ratio = 0.06;
-  std::string schedule = "linear";
-  int64_t grad_accum = 1;
-  double max_grad_norm = 1.0;
-  double label_smoothing = 0.0;
-  int64_t eval_every = 0;        // steps; 0: at the end of each epoch
-  int64_t checkpoint_every = 0;  // steps; 0: at each evaluation
-  int64_t log_every = 50;
-  bool load_best = true;  // default false for head_gates (the best would be the least pruned)
-  bool distill = false;   // default: true for head_gates and mask_tune when a teacher is set
-  // head_gates
-  double l0_penalty = 0;          // coefficient of the expected number of open heads
-  int64_t target_heads = 0;       // > 0: a Lagrangian term drives the open heads to this count
-  double target_warmup_ratio = 0.5;  // the target falls linearly from all heads over this part
-  double lagrangian_lr = 0.05;    // ascent rate of the two multipliers
-  double gate_lr = 0.1;
-  double temperature = 2.0 / 3.0;  // Hard-Concrete beta
-  double gate_init = 3.0;          // initial log_alpha (gates open)
-  bool ffn_gates = false;          // gate every FFN neuron too
-  double ffn_l0_penalty = 0;       // coefficient of the expected number of open FFN neurons
-  // remove_heads
-  double threshold = 0.5;  // heads whose deterministic gate is below this are removed
-  bool allow_empty_layers = false;
-  // evaluate
-  bool write_predictions = false;  // predictions.jsonl: logits per dev example
-  // export
-  std::string format = "safetensors";
+  std::string kind;  // a name in the stage registry (trainers/stages.h)
+  std::string path;  // "stages.2", for errors
+  std::shared_ptr<const StageOptions> options;
+
+  template <class T>
+  const T& as() const {
+    const T* t = dynamic_cast<const T*>(options.get());
+    LOPPER_CHECK(t != nullptr, path, ": stage '", kind, "' does not carry these options");
+    return *t;
+  }
 };
 
 struct Experiment {
@@ -83,6 +67,7 @@ struct Experiment {
   uint64_t seed = 42;
   std::string output_dir;
   int64_t threads = 0;  // 0: all cores
+  std::string device = "cpu";  // cpu, cuda or cuda:N: the model, batches, optimizer and teacher
   ModelSpec model;
   DataSpec data;
   TeacherSpec teacher;

@@ -1,7 +1,8 @@
-// The stage runner behind finetune_prune: loads the model, data and tokenizer an
-// experiment names, runs its stages in order (finetune, evaluate, export), writes
+// The entry point behind finetune_prune: loads the model, data and tokenizer an experiment
+// names, runs its stages in order (through the registry, trainers/stages.h), writes
 // config.resolved.json, metrics.jsonl, checkpoints and summary.json under output_dir, and
-// resumes a killed run from its last checkpoint with the same result.
+// resumes a killed run from its last checkpoint with the same result. The machinery is
+// trainers/run.h; this header is all an app needs.
 #pragma once
 #include <string>
 

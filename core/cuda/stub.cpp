@@ -10,6 +10,7 @@ namespace {
 }
 }  // namespace
 
+bool built() { return false; }
 bool available() { return false; }
 int device_count() { return 0; }
 void synchronize() {}

@@ -9,10 +9,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/device.h"
 #include "core/ops.h"
 #include "nn/safetensors.h"
 #include "trainers/experiment.h"
 #include "trainers/metrics.h"
+#include "trainers/stages.h"
 
 using namespace lopper;
 namespace fs = std::filesystem;
@@ -324,4 +326,46 @@ TEST_F(FinetunePrune, PruningStagesAreValidatedUpFront) {
   json missing = base;
   missing["teacher"] = {{"path", "nowhere"}};
   EXPECT_THROW(trainers::parse_experiment(missing, exp()), Error);
+}
+
+// The device key: parsed strictly, and where it cannot run refused with one line that names
+// it and the reason, before anything is written.
+TEST_F(FinetunePrune, DeviceKeyIsRefusedWhereItCannotRunBeforeAnythingIsWritten) {
+  auto expect_refused = [&](const std::string& device, const std::string& needle) {
+    Result r = run(exp() + " --set device=" + device);
+    EXPECT_EQ(r.code, 1) << device << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << device << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line expected:\n" << r.err;
+    EXPECT_FALSE(fs::exists(dir / "out")) << device;
+  };
+  expect_refused("tpu", "device: 'tpu' is not cpu, cuda or cuda:N");
+  expect_refused("cuda:x", "device: 'cuda:x' is not cpu, cuda or cuda:N");
+  if (!cuda_built()) {
+    expect_refused("cuda", "device: 'cuda:0' needs a CUDA build of Lopper; this one is CPU-only");
+  } else if (cuda_device_count() == 0) {
+    expect_refused("cuda", "device: 'cuda:0' is not available: this machine has no CUDA device");
+  } else {
+    expect_refused("cuda:" + std::to_string(cuda_device_count()), "is not available: this machine has");
+  }
+  Result v = run(exp() + " --validate --set device=cuda:1");  // parsing does not need the device
+  EXPECT_EQ(v.code, 0) << v.err;
+}
+
+// --help lists every flag and every stage kind of the registry, with its docs line.
+TEST(FinetunePruneApp, HelpListsEveryFlagAndStageKind) {
+  fs::path out = fs::temp_directory_path() / ("lopper_fp_help_" + std::to_string(::getpid()) + ".txt");
+  int status = std::system((std::string(LOPPER_FINETUNE_PRUNE) + " --help > " + out.string()).c_str());
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::ifstream f(out);
+  std::string help((std::istreambuf_iterator<char>(f)), {});
+  fs::remove(out);
+  for (const char* flag : {"--set", "--validate", "--resume", "--overwrite", "--threads", "experiment"})
+    EXPECT_NE(help.find(flag), std::string::npos) << flag << "\n" << help;
+  for (const trainers::StageKind& k : trainers::stage_kinds()) {
+    EXPECT_NE(help.find("  " + k.name + " "), std::string::npos) << k.name << "\n" << help;
+    EXPECT_NE(help.find(k.doc), std::string::npos) << k.doc << "\n" << help;
+  }
+  Result r = run("--no-such-flag x.json");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--no-such-flag"), std::string::npos) << r.err;
 }

@@ -1,0 +1,139 @@
+// Checkpoints of a run: model, config, every active pruning method's state, optimizer and
+// RunState, written to a temporary folder that LATEST points at only once it is complete;
+// --resume restores them bitwise. The best checkpoint of a training stage lives in best/.
+#include <fstream>
+
+#include "nn/safetensors.h"
+#include "trainers/run.h"
+#include "trainers/stages.h"
+
+namespace lopper::trainers {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+json state_json(const RunState& s) {
+  return {{"stage", s.stage}, {"step", s.step}, {"epoch", s.epoch}, {"batch_in_epoch", s.batch_in_epoch},
+          {"dropout_offset", s.dropout_offset}, {"best", s.best}, {"best_step", s.best_step}, {"last_eval", s.last_eval},
+          {"pruning", s.pruning}, {"wall_seconds", s.wall_seconds}};
+}
+
+RunState state_from(const json& j) {
+  RunState s;
+  s.stage = j.at("stage");
+  s.step = j.at("step");
+  s.epoch = j.at("epoch");
+  s.batch_in_epoch = j.at("batch_in_epoch");
+  s.dropout_offset = j.at("dropout_offset");
+  s.best = j.at("best");
+  s.best_step = j.at("best_step");
+  s.last_eval = j.at("last_eval");
+  s.pruning = j.at("pruning");
+  s.wall_seconds = j.at("wall_seconds");
+  return s;
+}
+
+fs::path method_file(const fs::path& dir, const pruning::PruningMethod& m) {
+  return dir / ("method." + m.name() + ".safetensors");
+}
+
+}  // namespace
+
+void Run::save_checkpoint(const nn::Optimizer* opt) {
+  std::string name = "stage" + std::to_string(state_.stage) + "-step" + std::to_string(state_.step);
+  fs::path dir = out_ / "checkpoints" / name, tmp = out_ / "checkpoints" / (name + ".tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  nn::save_safetensors((tmp / "model.safetensors").string(), model_->state_dict());
+  model_->config().save((tmp / "config.json").string());
+  json methods = json::array();
+  for (auto& [stage, m] : methods_) {
+    nn::save_safetensors(method_file(tmp, *m).string(), m->state_dict());
+    methods.push_back({{"name", m->name()}, {"stage", stage}});
+  }
+  if (opt) nn::save_safetensors((tmp / "optimizer.safetensors").string(), opt->state_dict());
+  state_.wall_seconds = elapsed_seconds();
+  json state = state_json(state_);
+  state["methods"] = methods;
+  write_atomic(tmp / "state.json", state.dump(2));
+  fs::remove_all(dir);
+  fs::rename(tmp, dir);
+  std::string previous;
+  if (fs::exists(out_ / "checkpoints" / "LATEST")) std::ifstream(out_ / "checkpoints" / "LATEST") >> previous;
+  write_atomic(out_ / "checkpoints" / "LATEST", name + "\n");
+  if (!previous.empty() && previous != name) fs::remove_all(out_ / "checkpoints" / previous);
+}
+
+void Run::restore() {
+  // A checkpoint carries its own config: the model may have lost heads since the start.
+  std::string name;
+  std::ifstream(out_ / "checkpoints" / "LATEST") >> name;
+  fs::path dir = out_ / "checkpoints" / name;
+  json state = read_json(dir / "state.json");
+  state_ = state_from(state);
+  nn::BertConfig c = nn::BertConfig::from_file((dir / "config.json").string());
+  c.num_labels = cfg_.num_labels;
+  model_ = build_model(c);
+  model_->load_state_dict(nn::load_safetensors((dir / "model.safetensors").string()).tensors);
+  model_->to(device_);
+  // Each method is made again by the stage that attached it, then given its saved state.
+  for (const json& entry : state.value("methods", json::array())) {
+    std::string mname = entry.at("name");
+    int64_t stage = entry.at("stage");
+    LOPPER_CHECK(stage >= 0 && stage < static_cast<int64_t>(e_.stages.size()) && stage_kind(e_.stages[stage].kind).methods,
+                 "checkpoint ", dir.string(), " holds pruning method '", mname, "' of stage ", stage,
+                 ", which attaches none in this experiment file (was it changed since the run started?)");
+    const StageSpec& s = e_.stages[stage];
+    bool found = false;
+    for (auto& m : stage_kind(s.kind).methods(s, model_->config())) {
+      if (m->name() != mname) continue;
+      m->load_state_dict(nn::load_safetensors(method_file(dir, *m).string()).tensors);
+      m->to(device_);
+      methods_.push_back({stage, std::move(m)});
+      found = true;
+    }
+    LOPPER_CHECK(found, "checkpoint ", dir.string(), ": stage ", stage, " (", s.kind, ") has no pruning method '", mname, "'");
+  }
+  wall_base_ = state_.wall_seconds;
+  if (fs::exists(dir / "optimizer.safetensors")) resume_optimizer_ = dir / "optimizer.safetensors";
+  dropout_gen_.set_state(dropout_gen_.seed(), state_.dropout_offset);
+  trim_metrics();
+  std::fprintf(stderr, "resuming from %s: stage %lld, step %lld\n", dir.string().c_str(), static_cast<long long>(state_.stage),
+               static_cast<long long>(state_.step));
+}
+
+fs::path Run::take_resume_optimizer() {
+  fs::path p = resume_optimizer_;
+  resume_optimizer_.clear();
+  return p;
+}
+
+// On resume, drop log lines written after the checkpoint (they will be written again).
+void Run::trim_metrics() {
+  fs::path p = out_ / "metrics.jsonl";
+  if (!fs::exists(p)) return;
+  std::ifstream in(p);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded()) continue;  // a line cut by the kill
+    int64_t st = j.value("stage", 0), sp = j.value("step", 0);
+    if (st < state_.stage || (st == state_.stage && sp <= state_.step)) kept += line + "\n";
+  }
+  write_atomic(p, kept);
+}
+
+void Run::save_best() {
+  fs::create_directories(out_ / "best");
+  nn::save_safetensors((out_ / "best" / "model.safetensors").string(), model_->state_dict());
+  for (auto& [stage, m] : methods_) nn::save_safetensors(method_file(out_ / "best", *m).string(), m->state_dict());
+}
+
+void Run::load_best() {
+  model_->load_state_dict(nn::load_safetensors((out_ / "best" / "model.safetensors").string()).tensors);
+  for (auto& [stage, m] : methods_) m->load_state_dict(nn::load_safetensors(method_file(out_ / "best", *m).string()).tensors);
+}
+
+}  // namespace lopper::trainers

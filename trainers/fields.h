@@ -1,0 +1,37 @@
+// Reads the keys of one JSON object of an experiment file, checking types and ranges, and
+// names every mistake by its JSON path ("stages.2.lr: ..."); finish() rejects keys nobody
+// asked for and suggests the nearest known one. Not the experiment's structure: the parser
+// and each stage kind's parse function say which keys exist.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace lopper::trainers {
+
+class Fields {
+ public:
+  Fields(const nlohmann::json& j, std::string path);  // throws unless j is an object
+
+  bool has(const std::string& k);  // present and not null; marks k as known
+  std::string str(const std::string& k, std::string def, bool required = false);
+  std::string choice(const std::string& k, std::string def, const std::vector<std::string>& options);
+  double num(const std::string& k, double def, double lo, double hi, const char* expect);
+  int64_t integer(const std::string& k, int64_t def, int64_t lo, int64_t hi, const char* expect);
+  bool boolean(const std::string& k, bool def);
+  std::vector<std::string> strings(const std::string& k);
+  void finish();
+
+  const std::string& path() const { return path_; }
+
+ private:
+  const nlohmann::json& j_;
+  std::string path_;
+  std::set<std::string> known_;
+};
+
+// "a.b" from ("a", "b"); just the key at the top level.
+std::string join_path(const std::string& path, const std::string& key);
+
+}  // namespace lopper::trainers

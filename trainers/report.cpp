@@ -1,0 +1,95 @@
+// Measurements of the model as it is (parameters, heads, FLOPs, latency) and summary.json.
+#include <omp.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "core/ops.h"
+#include "pruning/compact.h"
+#include "trainers/metrics.h"
+#include "trainers/run.h"
+
+namespace lopper::trainers {
+
+using json = nlohmann::json;
+
+namespace {
+int64_t total_heads(const nn::BertConfig& c) {
+  return std::accumulate(c.heads_per_layer.begin(), c.heads_per_layer.end(), int64_t{0});
+}
+}  // namespace
+
+// Median wall time of a forward pass on dummy ids, in ms: two warm-up passes, then at
+// least 5 and up to 50 timed ones, stopping after a second.
+double Run::forward_latency_ms(int64_t batch, int64_t seq) {
+  NoGradGuard ng;
+  model_->eval();
+  Tensor ids = Tensor::full({batch, seq}, static_cast<double>(tokenizer_->cls_id()), DType::i64, device_);
+  Tensor mask = Tensor::ones({batch, seq}, DType::i64, device_);
+  std::vector<double> ms;
+  double spent = 0;
+  for (int i = 0; i < 52 && (i < 7 || spent < 1000); ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    model_->forward(ids, Tensor(), mask).data().to_vector<float>();  // to the host: waits for the device
+    double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i >= 2) {
+      ms.push_back(t);
+      spent += t;
+    }
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+double Run::elapsed_seconds() const {
+  return wall_base_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+}
+
+json Run::measure() {
+  json m = {{"parameters", model_->num_parameters()}};
+  m["heads"] = total_heads(model_->config());
+  if (!dev_) return m;
+  double total_len = 0;
+  for (int64_t i = 0; i < dev_->size(); ++i) total_len += static_cast<double>(dev_->length(i));
+  int64_t avg = static_cast<int64_t>(std::lround(total_len / static_cast<double>(dev_->size())));
+  auto f = pruning::bert_flops(model_->config(), avg);
+  json layers = json::array();
+  for (auto& l : f) layers.push_back({{"attention", l.attention}, {"ffn", l.ffn}});
+  m["flops"] = {{"seq_len", avg}, {"total", pruning::total_flops(f)}, {"per_layer", layers}};
+  m["latency_ms"] = {{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)}, {"batch_32", forward_latency_ms(32, avg)}};
+  return m;
+}
+
+void Run::write_summary() {
+  json s;
+  s["name"] = e_.name;
+  s["final_eval"] = state_.last_eval;
+  s["best"] = {{"metric", main_metric(e_.data.task, regression_)}, {"value", state_.best}, {"step", state_.best_step}};
+  const nn::BertConfig& c = model_->config();
+  s["heads_per_layer"] = c.heads_per_layer;
+  s["intermediate_sizes"] = c.intermediate_sizes;
+  json now = measure();
+  for (auto& [k, v] : now.items()) s[k] = v;
+  if (state_.pruning.contains("before")) {
+    json p = state_.pruning;
+    p["heads_total"] = c.num_attention_heads * c.num_hidden_layers;
+    p["heads_kept"] = now["heads"];
+    p["after"] = now;
+    if (now.contains("latency_ms")) {
+      const json &b = p["before"]["latency_ms"], &a = now["latency_ms"];
+      p["speedup"] = {{"batch_1", b["batch_1"].get<double>() / a["batch_1"].get<double>()},
+                      {"batch_32", b["batch_32"].get<double>() / a["batch_32"].get<double>()},
+                      {"flops", p["before"]["flops"]["total"].get<double>() / now["flops"]["total"].get<double>()}};
+    }
+    s["pruning"] = p;
+  }
+  s["train_examples"] = train_ ? train_->size() : 0;
+  s["dev_examples"] = dev_ ? dev_->size() : 0;
+  s["wall_seconds"] = elapsed_seconds();
+  s["threads"] = omp_get_max_threads();
+  s["device"] = device_.str();
+  write_atomic(out_ / "summary.json", s.dump(2) + "\n");
+  std::fprintf(stderr, "summary: %s\n", (out_ / "summary.json").string().c_str());
+}
+
+}  // namespace lopper::trainers

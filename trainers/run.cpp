@@ -1,0 +1,206 @@
+// A run: inputs checked before anything is written, setup (fresh or resumed), the stages
+// dispatched through the registry, the teacher, evaluation.
+#include "trainers/run.h"
+
+#include <omp.h>
+
+#include <fstream>
+
+#include "core/ops.h"
+#include "core/version.h"
+#include "nn/safetensors.h"
+#include "trainers/metrics.h"
+#include "trainers/stages.h"
+
+namespace lopper::trainers {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+void write_atomic(const fs::path& path, const std::string& text) {
+  fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    LOPPER_CHECK(f.good(), "cannot write '", tmp.string(), "'");
+    f << text;
+    f.flush();
+    LOPPER_CHECK(f.good(), "write to '", tmp.string(), "' failed (disk full?)");
+  }
+  fs::rename(tmp, path);
+}
+
+json read_json(const fs::path& p) {
+  std::ifstream f(p);
+  LOPPER_CHECK(f.good(), "cannot read '", p.string(), "'");
+  return json::parse(f);
+}
+
+Run::Run(const Experiment& e, const RunOptions& o)
+    : e_(e), o_(o), out_(e.output_dir), device_(Device::parse(e.device)), dropout_gen_(e.seed ^ 0x5eedull) {}
+
+void Run::execute() {
+  check_device();
+  load_inputs();  // every input is read and checked before anything is written
+  prepare_output();
+  setup();
+  for (int64_t i = state_.stage; i < static_cast<int64_t>(e_.stages.size()); ++i) {
+    state_.stage = i;
+    const StageSpec& s = e_.stages[i];
+    std::fprintf(stderr, "== stage %lld: %s\n", static_cast<long long>(i), s.kind.c_str());
+    stage_kind(s.kind).run(*this, s);
+    // A finished stage is a checkpoint: a resumed run starts at the next one.
+    RunState next;
+    next.stage = i + 1;
+    next.dropout_offset = dropout_gen_.offset();
+    next.best = state_.best;
+    next.best_step = state_.best_step;
+    next.last_eval = state_.last_eval;
+    next.pruning = state_.pruning;
+    state_ = next;
+    save_checkpoint(nullptr);
+  }
+  write_summary();
+}
+
+void Run::check_device() const {
+  if (device_.is_cpu()) return;
+  LOPPER_CHECK(cuda_built(), "device: '", e_.device, "' needs a CUDA build of Lopper; this one is CPU-only (configure with ",
+               "-DLOPPER_CUDA=ON where the CUDA toolkit is installed), or set \"device\": \"cpu\"");
+  int n = cuda_device_count();
+  LOPPER_CHECK(device_.index < n, "device: '", e_.device, "' is not available: this machine has ",
+               n == 0 ? std::string("no CUDA device") : std::to_string(n) + " CUDA device(s)", " (set \"device\": \"cpu\")");
+}
+
+void Run::prepare_output() {
+  fs::path latest = out_ / "checkpoints" / "LATEST";
+  if (o_.resume) {
+    LOPPER_CHECK(fs::exists(latest), "--resume: no checkpoint in '", out_.string(), "' (nothing to resume)");
+  } else if (fs::exists(latest) || fs::exists(out_ / "summary.json")) {
+    LOPPER_CHECK(o_.overwrite, "output_dir '", out_.string(), "' holds a previous run: pass --resume to continue it, ",
+                 "--overwrite to replace it, or choose another output_dir");
+    for (const char* p : {"checkpoints", "best", "model", "teacher", "metrics.jsonl", "summary.json", "predictions.jsonl",
+                          "config.resolved.json"})
+      fs::remove_all(out_ / p);
+  }
+  std::error_code ec;
+  fs::create_directories(out_ / "checkpoints", ec);
+  LOPPER_CHECK(!ec, "output_dir '", out_.string(), "' cannot be created: ", ec.message());
+  fs::path probe = out_ / ".write_test";
+  {
+    std::ofstream f(probe);
+    LOPPER_CHECK(f.good(), "output_dir '", out_.string(), "' is not writable");
+  }
+  fs::remove(probe);
+}
+
+void Run::load_inputs() {
+  if (e_.threads > 0) omp_set_num_threads(static_cast<int>(e_.threads));
+  task_ = e_.data.task == "custom" ? data::TaskSpec{} : data::TaskSpec::glue(e_.data.task);
+  task_.format = e_.data.format;
+  task_.header = e_.data.header;
+  if (!e_.data.text.empty()) task_.text = e_.data.text;
+  if (!e_.data.text_pair.empty()) task_.text_pair = e_.data.text_pair;
+  if (!e_.data.label.empty()) task_.label = e_.data.label;
+  if (!e_.data.label_type.empty()) task_.label_type = e_.data.label_type;
+  if (!e_.data.label_names.empty()) task_.label_names = e_.data.label_names;
+  if (task_.label_type == "string") task_.num_labels = static_cast<int64_t>(task_.label_names.size());
+  if (task_.label_type == "float") task_.num_labels = 1;
+  if (e_.model.num_labels > 0) task_.num_labels = e_.model.num_labels;
+  regression_ = task_.num_labels == 1;
+  tokenizer_ = data::load_tokenizer(e_.model.path);
+  if (!e_.data.train.empty()) {
+    auto ex = data::read_examples(e_.data.train, task_, e_.data.max_train_examples);
+    train_ = std::make_unique<data::Dataset>(ex, *tokenizer_, e_.data.max_seq_len, regression_);
+  }
+  if (!e_.data.dev.empty()) {
+    auto ex = data::read_examples(e_.data.dev, task_, e_.data.max_eval_examples);
+    dev_ = std::make_unique<data::Dataset>(ex, *tokenizer_, e_.data.max_seq_len, regression_);
+  }
+  cfg_ = nn::BertConfig::from_file((fs::path(e_.model.path) / "config.json").string());
+  cfg_.num_labels = task_.num_labels;
+  for (const StageSpec& s : e_.stages)
+    if (const StageKind& k = stage_kind(s.kind); k.check) k.check(s, cfg_);
+}
+
+void Run::setup() {
+  json resolved = e_.resolved;
+  resolved["lopper"] = {{"version", version()}, {"git_commit", git_commit()}, {"libraries", library_versions()},
+                        {"threads", omp_get_max_threads()}};
+  write_atomic(out_ / "config.resolved.json", resolved.dump(2) + "\n");
+  if (o_.resume) return restore();
+  model_ = build_model(cfg_);
+  nn::LoadReport rep = nn::load_pretrained(*model_, e_.model.path, true);
+  if (!rep.missing.empty() || !rep.unexpected.empty())
+    std::fprintf(stderr, "loading %s: %s(newly initialized weights are expected for a new task head)\n",
+                 e_.model.path.c_str(), rep.str().c_str());
+  model_->to(device_);
+}
+
+std::unique_ptr<nn::BertForSequenceClassification> Run::build_model(const nn::BertConfig& c) const {
+  Generator init(e_.seed);
+  return std::make_unique<nn::BertForSequenceClassification>(c, init);
+}
+
+Distiller& Run::teacher() {
+  if (distiller_) return *distiller_;
+  fs::path dir = e_.teacher.path.empty() ? out_ / "teacher" : fs::path(e_.teacher.path);
+  if (e_.teacher.path.empty() && !fs::exists(dir / "model.safetensors")) {
+    fs::path tmp = out_ / "teacher.tmp";
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    nn::save_safetensors((tmp / "model.safetensors").string(), model_->state_dict());
+    model_->config().save((tmp / "config.json").string());
+    fs::rename(tmp, dir);
+    std::fprintf(stderr, "teacher: the model as it is now, saved to %s\n", dir.string().c_str());
+  }
+  nn::BertConfig c = nn::BertConfig::from_file((dir / "config.json").string());
+  auto teacher = build_model(c);
+  nn::LoadReport rep = nn::load_pretrained(*teacher, dir.string(), true);
+  LOPPER_CHECK(rep.missing.empty(), "teacher '", dir.string(), "': ", rep.str(), "(a teacher must be a fine-tuned model)");
+  teacher->to(device_);
+  distiller_ = std::make_unique<Distiller>(std::move(teacher), e_.teacher, model_->config());
+  std::fprintf(stderr, "teacher: %s (T %.2f, alpha %.2f, hidden weight %.2f)\n", dir.string().c_str(), e_.teacher.temperature,
+               e_.teacher.alpha, e_.teacher.hidden_weight);
+  return *distiller_;
+}
+
+data::Batch Run::on_device(data::Batch b) const {
+  if (device_.is_cpu()) return b;
+  for (Tensor* t : {&b.input_ids, &b.token_type_ids, &b.attention_mask, &b.labels})
+    if (t->defined()) *t = t->to(device_);
+  return b;
+}
+
+json Run::evaluate(int64_t batch_size, bool log, std::vector<std::vector<float>>* logits_out) {
+  LOPPER_CHECK(dev_ != nullptr, "[evaluate] needs data.dev");
+  NoGradGuard ng;
+  model_->eval();
+  for (auto& m : methods_) m.method->attach(*model_->bert, nullptr);  // deterministic masks
+  std::vector<double> pred, label;
+  for (auto& idx : data::epoch_batches(*dev_, batch_size, false, 0, 0)) {
+    data::Batch b = on_device(dev_->collate(idx));
+    Tensor logits = model_->forward(b.input_ids, b.token_type_ids, b.attention_mask).data();
+    if (logits_out) {
+      auto flat = logits.to_vector<float>();
+      int64_t c = logits.size(1);
+      for (int64_t r = 0; r < logits.size(0); ++r) logits_out->emplace_back(flat.begin() + r * c, flat.begin() + (r + 1) * c);
+    }
+    auto v = regression_ ? logits.reshape({-1}).to_vector<double>() : argmax(logits, -1).to_vector<double>();
+    pred.insert(pred.end(), v.begin(), v.end());
+  }
+  for (float l : dev_->labels()) label.push_back(l);
+  json m = task_metrics(e_.data.task, pred, label, regression_);
+  m["examples"] = dev_->size();
+  state_.last_eval = m;
+  if (log) log_metrics({{"stage", state_.stage}, {"step", state_.step}, {"eval", m}});
+  return m;
+}
+
+void Run::log_metrics(const json& j) {
+  std::ofstream f(out_ / "metrics.jsonl", std::ios::app);
+  f << j.dump() << "\n";
+}
+
+void run_experiment(const Experiment& e, const RunOptions& options) { Run(e, options).execute(); }
+
+}  // namespace lopper::trainers

@@ -1,0 +1,115 @@
+// One run of an experiment: the model, data, teacher, active pruning methods and where the
+// run is (RunState), with the services stages share: evaluation, metrics, checkpoints,
+// measurements. run.cpp sets it up and dispatches the stages through the registry;
+// checkpoint.cpp saves and restores it; report.cpp measures and writes summary.json. Not a
+// stage: each stage kind's code is in its own trainers/stage_*.cpp.
+#pragma once
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "nn/bert.h"
+#include "nn/optim.h"
+#include "pruning/method.h"
+#include "trainers/distill.h"
+#include "trainers/experiment.h"
+#include "trainers/runner.h"
+
+namespace lopper::trainers {
+
+// Where the run is: saved with every checkpoint, restored on --resume.
+struct RunState {
+  int64_t stage = 0;           // index of the stage in progress
+  int64_t step = 0;            // optimizer steps done in this stage
+  int64_t epoch = 0;           // epoch in progress
+  int64_t batch_in_epoch = 0;  // batches of that epoch already consumed
+  uint64_t dropout_offset = 0;
+  double best = -1e300;
+  int64_t best_step = -1;
+  nlohmann::json last_eval;
+  double wall_seconds = 0;                         // run time up to this state, over every resume
+  nlohmann::json pruning = nlohmann::json::object();  // before/after measurements, what finalize removed
+};
+
+// A pruning method attached by a stage, until a finalize stage removes it.
+struct ActiveMethod {
+  int64_t stage;  // index of the stage that attached it (recreates it on resume)
+  std::unique_ptr<pruning::PruningMethod> method;
+};
+
+class Run {
+ public:
+  Run(const Experiment& e, const RunOptions& o);
+  void execute();
+
+  // ---- for stages ----
+  const Experiment& experiment() const { return e_; }
+  const RunOptions& options() const { return o_; }
+  const std::filesystem::path& out() const { return out_; }
+  RunState& state() { return state_; }
+  nn::BertForSequenceClassification& model() { return *model_; }
+  Device device() const { return device_; }
+  const data::Dataset* train_data() const { return train_.get(); }
+  const data::Dataset* dev_data() const { return dev_.get(); }
+  bool regression() const { return regression_; }
+  const data::TaskSpec& task() const { return task_; }
+  Generator& dropout_gen() { return dropout_gen_; }
+  std::vector<ActiveMethod>& methods() { return methods_; }
+  // The teacher (teacher.path, or the model as it is at the first call, saved to
+  // output_dir/teacher so that a resumed run distills from the same one).
+  Distiller& teacher();
+  // A batch on the run's device.
+  data::Batch on_device(data::Batch b) const;
+
+  // Evaluates on the dev set with deterministic masks; logs to metrics.jsonl if log.
+  nlohmann::json evaluate(int64_t batch_size, bool log = true, std::vector<std::vector<float>>* logits_out = nullptr);
+  void log_metrics(const nlohmann::json& j);
+  // A checkpoint of the model, the methods, the optimizer (if given) and the state.
+  void save_checkpoint(const nn::Optimizer* opt);
+  void save_best();
+  void load_best();
+  // Size and speed of the model as it is now: parameters, heads, FLOPs, latency.
+  nlohmann::json measure();
+  double elapsed_seconds() const;
+  // An optimizer state saved by the checkpoint this run resumed from, taken once.
+  std::filesystem::path take_resume_optimizer();
+
+ private:
+  void load_inputs();
+  void check_device() const;
+  void prepare_output();
+  void setup();
+  void restore();  // from output_dir's LATEST checkpoint
+  void trim_metrics();
+  void write_summary();
+  double forward_latency_ms(int64_t batch, int64_t seq);
+  std::unique_ptr<nn::BertForSequenceClassification> build_model(const nn::BertConfig& c) const;
+
+  const Experiment& e_;
+  RunOptions o_;
+  std::filesystem::path out_;
+  Device device_;
+  Generator dropout_gen_;
+  RunState state_;
+  data::TaskSpec task_;
+  bool regression_ = false;
+  std::unique_ptr<data::Tokenizer> tokenizer_;
+  std::unique_ptr<data::Dataset> train_, dev_;
+  nn::BertConfig cfg_;
+  std::unique_ptr<nn::BertForSequenceClassification> model_;
+  std::vector<ActiveMethod> methods_;
+  std::unique_ptr<Distiller> distiller_;
+  std::filesystem::path resume_optimizer_;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+  double wall_base_ = 0;
+};
+
+// Writes text to path through a temporary file and a rename: never half-written.
+void write_atomic(const std::filesystem::path& path, const std::string& text);
+nlohmann::json read_json(const std::filesystem::path& p);
+
+}  // namespace lopper::trainers

@@ -1,0 +1,62 @@
+// One training step, top to bottom.
+#include "trainers/trainer.h"
+
+#include "nn/losses.h"
+
+namespace lopper::trainers {
+
+namespace {
+std::vector<nn::ParamGroup> param_groups(nn::BertForSequenceClassification& model,
+                                         const std::vector<pruning::PruningMethod*>& methods, const TrainerOptions& o) {
+  auto groups = nn::decay_groups(model.named_parameters(), o.lr, o.weight_decay);
+  for (pruning::PruningMethod* m : methods) groups.push_back({m->name(), m->parameters(), m->learning_rate(), 0.0});
+  return groups;
+}
+}  // namespace
+
+Trainer::Trainer(nn::BertForSequenceClassification& model, std::vector<pruning::PruningMethod*> methods, Distiller* teacher,
+                 Communicator& comm, Generator& gen, const TrainerOptions& o)
+    : model_(model), methods_(std::move(methods)), teacher_(teacher), comm_(comm), gen_(gen), o_(o),
+      opt_(param_groups(model, methods_, o)) {
+  for (auto& g : opt_.groups())
+    for (auto& [n, v] : g.params) trainable_.push_back(v);
+}
+
+Variable Trainer::task_loss(const Variable& logits, const Tensor& labels) const {
+  return o_.regression ? model_.loss(logits, labels) : nn::cross_entropy(logits, labels, nn::kIgnoreIndex, o_.label_smoothing);
+}
+
+StepStats Trainer::step(const std::vector<data::Batch>& micro_batches, int64_t step, int64_t total) {
+  StepStats st;
+  model_.train();
+  opt_.zero_grad();
+  const double k = 1.0 / static_cast<double>(micro_batches.size());
+  for (const data::Batch& b : micro_batches) {
+    for (pruning::PruningMethod* m : methods_) m->attach(*model_.bert, &gen_);  // sampled masks
+    std::vector<Variable> hidden;                                                // (B, T, C) per layer
+    bool want_hidden = teacher_ && teacher_->wants_hidden();
+    Variable logits = model_.forward(b.input_ids, b.token_type_ids, b.attention_mask, {&gen_},
+                                     want_hidden ? &hidden : nullptr);  // (B, labels)
+    Variable loss = task_loss(logits, b.labels);                        // ()
+    st.task += loss.data().item<double>();
+    if (teacher_) {
+      Distiller::Parts p = teacher_->loss(loss, logits, hidden, b, o_.regression);
+      loss = p.total;
+      st.logits += p.logits;
+      st.hidden += p.hidden;
+    }
+    for (pruning::PruningMethod* m : methods_) loss = ag::add(loss, m->penalty(step, total));
+    st.loss += loss.data().item<double>();
+    ag::scale(loss, k).backward();
+    st.examples += b.input_ids.size(0);
+  }
+  comm_.all_reduce_mean(trainable_);
+  if (o_.max_grad_norm > 0) nn::clip_grad_norm(model_.parameters(), o_.max_grad_norm);  // not the methods'
+  double factor = o_.schedule.factor(opt_.steps());
+  st.lr = o_.lr * factor;
+  opt_.step(factor);
+  for (pruning::PruningMethod* m : methods_) m->after_step(step, total);
+  return st;
+}
+
+}  // namespace lopper::trainers
