@@ -1,63 +1,38 @@
 // finetune_prune: runs an experiment file's stages (see docs/experiment.md).
-// Usage: finetune_prune EXPERIMENT.json [--set key.path=value]... [--validate] [--resume]
-//                       [--overwrite] [--threads N]
-#include <omp.h>
-
-#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "apps/cli.h"
 #include "core/error.h"
 #include "trainers/runner.h"
+#include "trainers/stages.h"
 
 using namespace lopper;
 
-namespace {
-const char* kUsage =
-    "usage: finetune_prune EXPERIMENT.json [--set key.path=value]... [--validate] [--resume] [--overwrite] "
-    "[--threads N]\n"
-    "  --set       override a key of the file (stages by index: --set stages.0.lr=3e-5)\n"
-    "  --validate  check the file, its paths and values; run nothing\n"
-    "  --resume    continue the run in output_dir from its last checkpoint\n"
-    "  --overwrite replace a previous run in output_dir\n"
-    "stages: finetune, head_gates, remove_heads, mask_tune, evaluate, export (every key: docs/experiment.md)\n";
-}
-
 int main(int argc, char** argv) {
+  CLI::App app{"Fine-tunes and prunes a BERT model as an experiment file says: its stages in order, with "
+               "checkpoints,\nmetrics.jsonl, summary.json and the exported model under its output_dir.",
+               "finetune_prune"};
   std::string file;
   std::vector<std::string> overrides;
   bool validate = false;
+  int64_t threads = 0;
   trainers::RunOptions opts;
+  app.add_option("experiment", file, "the experiment file (JSON; every key: docs/experiment.md)")->required();
+  app.add_option("--set", overrides, "override a key of the file: --set stages.0.lr=3e-5 (repeatable)")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+  app.add_flag("--validate", validate, "check the file, its paths and values; run nothing");
+  app.add_flag("--resume", opts.resume, "continue the run in output_dir from its last checkpoint");
+  app.add_flag("--overwrite", opts.overwrite, "replace a previous run in output_dir");
+  app.add_option("--threads", threads, "CPU threads (the file's \"threads\"; 0: all cores)")->check(apps::at_least(0));
+  app.footer("stage kinds:\n" + trainers::stage_help() +
+             "\nexample: finetune_prune experiments/minilm_sst2.json --set stages.1.target_heads=24");
+  if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
   try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        if (i + 1 >= argc) throw Error("missing value after " + a);
-        return argv[++i];
-      };
-      if (a == "--set") overrides.push_back(next());
-      else if (a.rfind("--set=", 0) == 0) overrides.push_back(a.substr(6));
-      else if (a == "--validate") validate = true;
-      else if (a == "--resume") opts.resume = true;
-      else if (a == "--overwrite") opts.overwrite = true;
-      else if (a == "--threads") overrides.push_back("threads=" + next());
-      else if (a == "--help" || a == "-h") {
-        std::fputs(kUsage, stdout);
-        return 0;
-      } else if (!a.empty() && a[0] == '-') {
-        throw Error("unknown option '" + a + "' (try --help)");
-      } else if (file.empty()) {
-        file = a;
-      } else {
-        throw Error("more than one experiment file ('" + file + "' and '" + a + "')");
-      }
-    }
-    if (file.empty()) {
-      std::fputs(kUsage, stderr);
-      return 2;
-    }
-    if (const char* k = std::getenv("LOPPER_KILL_AFTER_STEP")) {  // "STEP" or "STAGE:STEP"
+    if (threads > 0) overrides.push_back("threads=" + std::to_string(threads));
+    if (const char* k = std::getenv("LOPPER_KILL_AFTER_STEP")) {  // testing aid: "STEP" or "STAGE:STEP"
       std::string v = k;
       size_t colon = v.find(':');
       if (colon != std::string::npos) opts.kill_stage = std::atoll(v.substr(0, colon).c_str());

@@ -1,59 +1,42 @@
 // tokenize: one text per line (or two tab-separated texts with --pairs) on stdin, one JSON
 // object per line on stdout: {"input_ids": [...], "token_type_ids": [...]}, so anyone can
 // diff Lopper's tokenizer against transformers'.
-// Usage: tokenize (--vocab vocab.txt [--lowercase|--cased] | --model DIR) [--pairs] [--max-len N]
-#include <cstdio>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "apps/cli.h"
 #include "core/error.h"
 #include "data/tokenizer.h"
 
 using namespace lopper;
 
-namespace {
-const char* kUsage =
-    "usage: tokenize (--vocab vocab.txt [--lowercase|--cased] | --model DIR) [--pairs] [--max-len N] < input\n"
-    "  one text per line (with --pairs: two texts separated by a tab); prints one JSON object per line\n";
-}
-
 int main(int argc, char** argv) {
+  CLI::App app{"Tokenizes stdin, one text per line (with --pairs: two texts separated by a tab), and prints one\n"
+               "JSON object per line: {\"input_ids\": [...], \"token_type_ids\": [...]}.",
+               "tokenize"};
   std::string vocab, model;
-  bool pairs = false, lowercase = true;
+  bool pairs = false, cased = false, lowercase = false;
   int64_t max_len = 0;
+  auto* v = app.add_option("--vocab", vocab, "a WordPiece vocab.txt")->check(CLI::ExistingFile);
+  auto* m = app.add_option("--model", model, "a Hugging Face model folder (its tokenizer files)")->check(CLI::ExistingDirectory);
+  v->excludes(m);
+  auto* l = app.add_flag("--lowercase", lowercase, "with --vocab: lowercase and strip accents (the default)");
+  auto* c = app.add_flag("--cased", cased, "with --vocab: keep case and accents");
+  c->needs(v);
+  l->excludes(c);
+  app.add_flag("--pairs", pairs, "two texts per line, separated by a tab");
+  app.add_option("--max-len", max_len, "truncate to this many tokens (0: no limit)")->check(apps::at_least(0));
+  if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
   try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        LOPPER_CHECK(i + 1 < argc, "missing value after ", a);
-        return argv[++i];
-      };
-      if (a == "--vocab") vocab = next();
-      else if (a == "--model") model = next();
-      else if (a == "--pairs") pairs = true;
-      else if (a == "--lowercase") lowercase = true;
-      else if (a == "--cased") lowercase = false;
-      else if (a == "--max-len") {
-        std::string v = next();
-        size_t used = 0;
-        max_len = std::stoll(v, &used);
-        LOPPER_CHECK(used == v.size() && max_len > 0, "--max-len needs a positive integer, got '", v, "'");
-      } else if (a == "--help" || a == "-h") {
-        std::fputs(kUsage, stdout);
-        return 0;
-      } else {
-        LOPPER_FAIL("unknown argument '", a, "'\n", kUsage);
-      }
-    }
-    LOPPER_CHECK(vocab.empty() != model.empty(), "give exactly one of --vocab and --model\n", kUsage);
+    LOPPER_CHECK(vocab.empty() != model.empty(), "give exactly one of --vocab and --model (try --help)");
     std::unique_ptr<data::Tokenizer> tok;
     if (!model.empty()) {
       tok = data::load_tokenizer(model);
     } else {
       data::WordPieceOptions o;
-      o.lowercase = o.strip_accents = lowercase;
+      o.lowercase = o.strip_accents = !cased;
       tok = std::make_unique<data::WordPieceTokenizer>(vocab, o);
     }
     std::string line;

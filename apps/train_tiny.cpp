@@ -1,13 +1,12 @@
 // train_tiny: trains the tiny example encoder to sort digit sequences and reports token
 // accuracy: the engine's smoke test on a fresh machine, with no model or data to fetch.
-// Usage: train_tiny [--steps N] [--threads N] [--seed N]
 #include <omp.h>
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <string>
 
+#include "apps/cli.h"
 #include "nn/losses.h"
 #include "nn/optim.h"
 #include "nn/tiny_encoder.h"
@@ -15,24 +14,15 @@
 using namespace lopper;
 
 int main(int argc, char** argv) {
+  CLI::App app{"Trains the tiny example encoder to sort digit sequences and reports its token accuracy.", "train_tiny"};
   int64_t steps = 600, seed = 1;
+  int threads = 0;
+  app.add_option("--steps", steps, "optimizer steps")->check(apps::at_least(1));
+  app.add_option("--threads", threads, "CPU threads (0: all cores)")->check(apps::at_least(0));
+  app.add_option("--seed", seed, "seed of the initialization and the data");
+  if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
   try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto value = [&]() -> int64_t {
-        LOPPER_CHECK(i + 1 < argc, "missing value after ", a);
-        return std::stoll(argv[++i]);
-      };
-      if (a == "--steps") steps = value();
-      else if (a == "--threads") omp_set_num_threads(static_cast<int>(value()));
-      else if (a == "--seed") seed = value();
-      else if (a == "--help" || a == "-h") {
-        std::printf("usage: train_tiny [--steps N] [--threads N] [--seed N]\n");
-        return 0;
-      } else {
-        LOPPER_FAIL("unknown argument '", a, "' (try --help)");
-      }
-    }
+    if (threads > 0) omp_set_num_threads(threads);
     const int64_t vocab = 10, seq = 8, batch = 64;
     Generator init(static_cast<uint64_t>(seed)), data(static_cast<uint64_t>(seed) + 1);
     nn::TinyEncoder model(vocab, seq, 64, 4, 2, init);

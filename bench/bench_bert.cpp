@@ -1,38 +1,33 @@
 // bench_bert: MiniLM-class BERT throughput, forward (inference) or a full training step
 // (forward, backward, AdamW), at a fixed batch and sequence length on random token ids.
 // Prints one JSON line so scripts/bench_vs_torch.sh can put it next to PyTorch's.
-// Usage: bench_bert --model DIR [--batch 32] [--seq 128] [--threads N] [--iters 10] [--mode forward|train]
 #include <omp.h>
 
 #include <chrono>
 #include <cstdio>
 #include <string>
 
+#include "apps/cli.h"
 #include "nn/bert.h"
 #include "nn/optim.h"
 
 using namespace lopper;
 
 int main(int argc, char** argv) {
+  CLI::App app{"BERT throughput on random ids: a forward pass, or a training step (forward, backward, AdamW).",
+               "bench_bert"};
   std::string model_dir, mode = "forward";
   int64_t batch = 32, seq = 128, iters = 10, warmup = 2;
+  int threads = 0;
+  app.add_option("--model", model_dir, "a Hugging Face BERT folder")->required()->check(CLI::ExistingDirectory);
+  app.add_option("--batch", batch, "sequences per batch")->check(apps::at_least(1));
+  app.add_option("--seq", seq, "tokens per sequence")->check(apps::at_least(1));
+  app.add_option("--iters", iters, "timed iterations (after 2 warm-up ones)")->check(apps::at_least(1));
+  app.add_option("--threads", threads, "CPU threads (0: all cores)")->check(apps::at_least(0));
+  app.add_option("--mode", mode, "forward or train")->check(CLI::IsMember({"forward", "train"}));
+  if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
   try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        LOPPER_CHECK(i + 1 < argc, "missing value after ", a);
-        return argv[++i];
-      };
-      if (a == "--model") model_dir = next();
-      else if (a == "--batch") batch = std::stoll(next());
-      else if (a == "--seq") seq = std::stoll(next());
-      else if (a == "--iters") iters = std::stoll(next());
-      else if (a == "--threads") omp_set_num_threads(std::stoi(next()));
-      else if (a == "--mode") mode = next();
-      else LOPPER_FAIL("unknown argument '", a, "'");
-    }
-    LOPPER_CHECK(!model_dir.empty(), "--model DIR is required");
-    LOPPER_CHECK(mode == "forward" || mode == "train", "--mode must be forward or train, got '", mode, "'");
+    if (threads > 0) omp_set_num_threads(threads);
     nn::BertConfig cfg = nn::BertConfig::from_file(model_dir + "/config.json");
     cfg.num_labels = 2;
     Generator init(0), data(1), dropout(2);
