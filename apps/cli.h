@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <string>
 
+#include "core/error.h"
+
 namespace lopper::apps {
 
 // A validator for integer flags: "--steps: expected 1 or more, got 0".
@@ -37,6 +39,23 @@ inline int parse_args(CLI::App& app, int argc, char** argv) {
     std::fprintf(stderr, "%s: error: %s (try --help)\n", app.get_name().c_str(), e.what());
     return 2;
   }
+}
+
+// --verbose: errors also name the source line that threw them.
+inline void add_verbose(CLI::App& app, bool& verbose) {
+  app.add_flag("--verbose", verbose, "on error, also print the source line that threw it");
+}
+
+// Prints an error the work threw as one line, "APP: error: MESSAGE", with the source line
+// that threw it only when verbose (or in a debug build); returns the exit code, 1.
+inline int report_error(const CLI::App& app, const std::exception& e, bool verbose) {
+#ifndef NDEBUG
+  verbose = true;
+#endif
+  const auto* le = dynamic_cast<const lopper::Error*>(&e);
+  std::string where = verbose && le && !le->where().empty() ? " (" + le->where() + ")" : "";
+  std::fprintf(stderr, "%s: error: %s%s\n", app.get_name().c_str(), e.what(), where.c_str());
+  return 1;
 }
 
 }  // namespace lopper::apps

@@ -23,12 +23,17 @@ int main(int argc, char** argv) {
   app.add_option("--set", overrides, "override a key of the file: --set stages.0.lr=3e-5 (repeatable)")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
-  app.add_flag("--validate", validate, "check the file, its paths and values; run nothing");
+  app.add_flag("--validate", validate,
+               "check the file, its data, model, teacher and limits as a run would before its first step; "
+               "run and write nothing");
   app.add_flag("--resume", opts.resume, "continue the run in output_dir from its last checkpoint");
-  app.add_flag("--overwrite", opts.overwrite, "replace a previous run in output_dir");
+  app.add_flag("--overwrite", opts.overwrite, "replace a previous run in output_dir")
+      ->excludes(app.get_option("--resume"));
   app.add_option("--threads", threads, "CPU threads (the file's \"threads\"; 0: all cores)")->check(apps::at_least(0));
   app.footer("stage kinds:\n" + trainers::stage_help() +
              "\nexample: finetune_prune experiments/minilm_sst2.json --set stages.1.target_heads=24");
+  bool verbose = false;
+  apps::add_verbose(app, verbose);
   if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
   try {
     if (threads > 0) overrides.push_back("threads=" + std::to_string(threads));
@@ -40,13 +45,13 @@ int main(int argc, char** argv) {
     }
     trainers::Experiment e = trainers::load_experiment(file, overrides);
     if (validate) {
+      trainers::validate_experiment(e);
       std::printf("%s: valid (%zu stages, output_dir %s)\n", file.c_str(), e.stages.size(), e.output_dir.c_str());
       return 0;
     }
     trainers::run_experiment(e, opts);
   } catch (const std::exception& ex) {
-    std::fprintf(stderr, "finetune_prune: error: %s\n", ex.what());
-    return 1;
+    return apps::report_error(app, ex, verbose);
   }
   return 0;
 }

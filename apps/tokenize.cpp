@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   l->excludes(c);
   app.add_flag("--pairs", pairs, "two texts per line, separated by a tab");
   app.add_option("--max-len", max_len, "truncate to this many tokens (0: no limit)")->check(apps::at_least(0));
+  bool verbose = false;
+  apps::add_verbose(app, verbose);
   if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
   try {
     LOPPER_CHECK(vocab.empty() != model.empty(), "give exactly one of --vocab and --model (try --help)");
@@ -56,8 +58,7 @@ int main(int argc, char** argv) {
       std::cout << nlohmann::json{{"input_ids", e.input_ids}, {"token_type_ids", e.token_type_ids}}.dump() << "\n";
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "tokenize: error: %s\n", e.what());
-    return 1;
+    return apps::report_error(app, e, verbose);
   }
   return 0;
 }

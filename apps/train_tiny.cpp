@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "optimizer steps")->check(apps::at_least(1));
   app.add_option("--threads", threads, "CPU threads (0: all cores)")->check(apps::at_least(0));
   app.add_option("--seed", seed, "seed of the initialization and the data");
+  bool verbose = false;
+  apps::add_verbose(app, verbose);
   if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
   try {
     if (threads > 0) omp_set_num_threads(threads);
@@ -54,8 +56,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == truth[i];
     std::printf("token accuracy on 1000 unseen sequences: %.4f\n", static_cast<double>(correct) / pred.size());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "train_tiny: error: %s\n", e.what());
-    return 1;
+    return apps::report_error(app, e, verbose);
   }
   return 0;
 }

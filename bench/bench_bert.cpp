@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters, "timed iterations (after 2 warm-up ones)")->check(apps::at_least(1));
   app.add_option("--threads", threads, "CPU threads (0: all cores)")->check(apps::at_least(0));
   app.add_option("--mode", mode, "forward or train")->check(CLI::IsMember({"forward", "train"}));
+  bool verbose = false;
+  apps::add_verbose(app, verbose);
   if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
   try {
     if (threads > 0) omp_set_num_threads(threads);
@@ -66,8 +68,7 @@ int main(int argc, char** argv) {
                 mode.c_str(), static_cast<long long>(batch), static_cast<long long>(seq), omp_get_max_threads(), secs,
                 batch / secs, batch * seq / secs);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_bert: error: %s\n", e.what());
-    return 1;
+    return apps::report_error(app, e, verbose);
   }
   return 0;
 }

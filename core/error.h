@@ -7,9 +7,16 @@
 
 namespace lopper {
 
+// what() is the message a user reads; where() the source line that threw ("file:line"),
+// which apps print only with --verbose or in debug builds.
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& message, std::string where = "")
+      : std::runtime_error(message), where_(std::move(where)) {}
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;
 };
 
 namespace detail {
@@ -17,8 +24,7 @@ template <class... Args>
 [[noreturn]] void throw_error(const char* file, int line, Args&&... args) {
   std::ostringstream os;
   (os << ... << args);
-  os << " (" << file << ":" << line << ")";
-  throw Error(os.str());
+  throw Error(os.str(), std::string(file) + ":" + std::to_string(line));
 }
 }  // namespace detail
 

@@ -2,6 +2,8 @@
 #include "data/dataset.h"
 
 #include <algorithm>
+#include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -88,6 +90,25 @@ std::vector<std::string> split_line(const std::string& line, char sep, bool csv)
   return out;
 }
 
+// A data file's text with a UTF-8 byte-order mark dropped and every line end (\r\n, \r
+// or \n) made \n: files saved by spreadsheets and old Mac editors read like any other.
+std::string read_text(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  LOPPER_CHECK(fs::exists(path, ec), "[data] '", path, "' does not exist");
+  LOPPER_CHECK(!fs::is_directory(path, ec), "[data] '", path, "' is a directory, expected a data file");
+  std::ifstream f(path, std::ios::binary);
+  LOPPER_CHECK(f.good(), "[data] cannot open '", path, "'");
+  std::string raw((std::istreambuf_iterator<char>(f)), {}), text;
+  size_t start = raw.rfind("\xEF\xBB\xBF", 0) == 0 ? 3 : 0;
+  text.reserve(raw.size());
+  for (size_t i = start; i < raw.size(); ++i) {
+    if (raw[i] != '\r') text.push_back(raw[i]);
+    else if (i + 1 == raw.size() || raw[i + 1] != '\n') text.push_back('\n');
+  }
+  return text;
+}
+
 bool is_index(const std::string& s) { return !s.empty() && std::all_of(s.begin(), s.end(), ::isdigit); }
 
 float parse_label(const std::string& raw, const TaskSpec& spec, const std::string& where) {
@@ -95,9 +116,9 @@ float parse_label(const std::string& raw, const TaskSpec& spec, const std::strin
     try {
       size_t used = 0;
       float v = std::stof(raw, &used);
-      if (used == raw.size()) return v;
+      if (used == raw.size() && std::isfinite(v)) return v;
     } catch (...) {}
-    LOPPER_FAIL(where, ": label '", raw, "' is not a number");
+    LOPPER_FAIL(where, ": label '", raw, "' is not a finite number (in float32)");
   }
   if (spec.label_type == "string") {
     for (size_t i = 0; i < spec.label_names.size(); ++i)
@@ -120,8 +141,7 @@ float parse_label(const std::string& raw, const TaskSpec& spec, const std::strin
 }  // namespace
 
 std::vector<Example> read_examples(const std::string& path, const TaskSpec& spec, int64_t max_examples) {
-  std::ifstream f(path);
-  LOPPER_CHECK(f.good(), "[data] cannot open '", path, "'");
+  std::istringstream f(read_text(path));
   std::vector<Example> out;
   std::string line;
   int64_t lineno = 0;
@@ -155,7 +175,6 @@ std::vector<Example> read_examples(const std::string& path, const TaskSpec& spec
     if (spec.header) {
       LOPPER_CHECK(static_cast<bool>(std::getline(f, line)), "[data] '", path, "' is empty (expected a header line)");
       ++lineno;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
       names = split_line(line, sep, csv);
     }
     auto column = [&](const std::string& c, const char* role) -> size_t {
@@ -170,7 +189,6 @@ std::vector<Example> read_examples(const std::string& path, const TaskSpec& spec
     size_t cp = spec.text_pair.empty() ? 0 : column(spec.text_pair, "text_pair");
     while (std::getline(f, line) && (max_examples == 0 || static_cast<int64_t>(out.size()) < max_examples)) {
       ++lineno;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
       if (line.empty()) continue;
       std::string where = path + ":" + std::to_string(lineno);
       auto cols = split_line(line, sep, csv);

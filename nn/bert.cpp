@@ -181,6 +181,22 @@ std::pair<Variable, Variable> BertForQuestionAnswering::forward(const Tensor& id
   return {ag::contiguous(ag::select(logits, 2, 0)), ag::contiguous(ag::select(logits, 2, 1))};
 }
 
+bool is_task_head(const std::string& name) {
+  return name.rfind("classifier.", 0) == 0 || name.rfind("qa_outputs.", 0) == 0;
+}
+
+void require_backbone(const LoadReport& rep, const std::string& what) {
+  std::vector<std::string> absent;
+  for (const std::string& k : rep.missing)
+    if (!is_task_head(k)) absent.push_back(k);
+  if (absent.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < absent.size() && i < 4; ++i) list += (i ? ", " : "") + absent[i];
+  if (absent.size() > 4) list += ", ... (" + std::to_string(absent.size() - 4) + " more)";
+  LOPPER_FAIL(what, ": the checkpoint lacks ", absent.size(), " weight(s) that its config needs: ", list,
+              "; only the task head (classifier.*) may be new");
+}
+
 LoadReport load_pretrained(Module& model, const std::string& dir, bool model_has_bert_prefix) {
   namespace fs = std::filesystem;
   fs::path st = fs::path(dir) / "model.safetensors";
@@ -193,6 +209,8 @@ LoadReport load_pretrained(Module& model, const std::string& dir, bool model_has
                     : "");
   }
   StateDict file = load_safetensors(st.string()).tensors;
+  LOPPER_CHECK(!file.empty(), "[bert] '", st.string(), "' holds no tensors");
+  check_finite(file, "[bert] '" + st.string() + "'");
   bool file_has_prefix = false;
   for (auto& [k, v] : file) file_has_prefix = file_has_prefix || k.rfind("bert.", 0) == 0;
   StateDict mapped;
@@ -210,14 +228,23 @@ LoadReport load_pretrained(Module& model, const std::string& dir, bool model_has
     }
     mapped[k] = v;
   }
-  // A task head trained for another label count is dropped and re-initialized, as
-  // transformers' ignore_mismatched_sizes does for heads; anywhere else a mismatch is an error.
+  // A task head trained for another label count (its first dimension) is dropped and
+  // re-initialized, as transformers' ignore_mismatched_sizes does for heads; any other
+  // mismatch, in a head's input width or anywhere else, is an error.
+  std::vector<std::string> resized;
   for (auto& [name, p] : model.named_parameters()) {
-    bool head = name.rfind("classifier.", 0) == 0 || name.rfind("qa_outputs.", 0) == 0;
     auto it = mapped.find(name);
-    if (head && it != mapped.end() && it->second.shape() != p.shape()) mapped.erase(it);
+    if (!is_task_head(name) || it == mapped.end() || it->second.shape() == p.shape()) continue;
+    const Shape &f = it->second.shape(), &m = p.shape();
+    bool other_labels = f.size() == m.size() && !f.empty() && f[0] != m[0] && std::equal(f.begin() + 1, f.end(), m.begin() + 1);
+    LOPPER_CHECK(other_labels, "[bert] '", st.string(), "': ", name, " is ", shape_str(f), ", the config needs ", shape_str(m),
+                 " (a task head may differ in its label count only)");
+    mapped.erase(it);
+    resized.push_back(name);
   }
-  return model.load_state_dict(mapped, false);
+  LoadReport rep = model.load_state_dict(mapped, false);
+  rep.resized = resized;
+  return rep;
 }
 
 Tensor mean_pooled_embeddings(const Tensor& last_hidden_state, const Tensor& attention_mask) {

@@ -145,8 +145,15 @@ Tensor additive_attention_mask(const Tensor& attention_mask, DType dtype);
 // Reads model.safetensors from a Hugging Face folder into `model` by name: adds or strips
 // the "bert." prefix as the checkpoint needs, maps old gamma/beta LayerNorm names, ignores
 // buffers transformers ignores (position_ids). Throws on shape mismatches; returns the
-// missing and unexpected keys (a fresh classifier head is reported as missing).
+// missing and unexpected keys (a fresh classifier head is reported as missing). Refuses a
+// file with no tensors, or with a NaN or an infinity in any of them.
 LoadReport load_pretrained(Module& model, const std::string& dir, bool model_has_bert_prefix);
+
+// A task head's parameter ("classifier.*", "qa_outputs.*"): the only ones a fine-tuning run
+// may start from scratch.
+bool is_task_head(const std::string& name);
+// Throws, naming what and the keys, unless every missing key of rep is a task head's.
+void require_backbone(const LoadReport& rep, const std::string& what);
 
 // Mean over unmasked tokens, then L2-normalized: sentence-transformers' embedding.
 Tensor mean_pooled_embeddings(const Tensor& last_hidden_state, const Tensor& attention_mask);

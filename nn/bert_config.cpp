@@ -1,6 +1,7 @@
 // BertConfig parsing and writing.
 #include "nn/bert_config.h"
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -47,6 +48,16 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& wha
                c.num_attention_heads);
   LOPPER_CHECK(c.num_hidden_layers > 0 && c.intermediate_size > 0 && c.vocab_size > 0, "[bert config] ", what,
                ": num_hidden_layers, intermediate_size and vocab_size must be positive");
+  // Values that would train without an error and give NaN or nonsense.
+  LOPPER_CHECK(std::isfinite(c.layer_norm_eps) && c.layer_norm_eps > 0 && c.layer_norm_eps < 1, "[bert config] ", what,
+               ": layer_norm_eps ", c.layer_norm_eps, " must be above 0 and below 1 (typically 1e-12)");
+  for (auto [key, p] : {std::pair{"hidden_dropout_prob", c.hidden_dropout_prob},
+                        std::pair{"attention_probs_dropout_prob", c.attention_probs_dropout_prob}})
+    LOPPER_CHECK(std::isfinite(p) && p >= 0 && p < 1, "[bert config] ", what, ": ", key, " ", p, " must be in [0, 1)");
+  LOPPER_CHECK(c.max_position_embeddings > 0 && c.type_vocab_size > 0, "[bert config] ", what,
+               ": max_position_embeddings and type_vocab_size must be positive");
+  LOPPER_CHECK(c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size, "[bert config] ", what, ": pad_token_id ",
+               c.pad_token_id, " is not a token of the vocabulary of ", c.vocab_size);
   if (j.contains("position_embedding_type") && j["position_embedding_type"] != "absolute")
     LOPPER_FAIL("[bert config] ", what, ": position_embedding_type ", j["position_embedding_type"].dump(),
                 " is not supported (only \"absolute\")");

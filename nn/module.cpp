@@ -2,6 +2,7 @@
 #include "nn/module.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <sstream>
 
@@ -95,6 +96,20 @@ StateDict Module::state_dict() const {
   for (auto& [n, v] : named_parameters()) sd[n] = v.data();
   for (auto& [n, t] : named_buffers()) sd[n] = t;
   return sd;
+}
+
+void check_finite(const StateDict& sd, const std::string& what) {
+  for (auto& [name, t] : sd) {
+    if (!is_floating(t.dtype())) continue;
+    std::vector<float> v = t.to(Device::cpu()).to(DType::f32).to_vector<float>();
+    int64_t nan = 0, inf = 0;
+    for (float x : v) {
+      nan += std::isnan(x);
+      inf += std::isinf(x);
+    }
+    LOPPER_CHECK(nan + inf == 0, what, ": weight '", name, "' holds ", nan, " NaN and ", inf, " infinite values of ",
+                 v.size(), " (a diverged or damaged checkpoint; nothing was trained)");
+  }
 }
 
 LoadReport Module::load_state_dict(const StateDict& sd, bool strict) {

@@ -14,9 +14,14 @@ namespace lopper::nn {
 
 using StateDict = std::map<std::string, Tensor>;
 
+// Throws, naming the first tensor that holds a NaN or an infinity and how many values it
+// has, with what (e.g. "model.path '/models/x'") in front; integer tensors are skipped.
+void check_finite(const StateDict& sd, const std::string& what);
+
 struct LoadReport {
   std::vector<std::string> missing;     // in the module, not in the state dict
   std::vector<std::string> unexpected;  // in the state dict, not in the module
+  std::vector<std::string> resized;     // a task head for another label count, dropped (also in missing)
   std::string str() const;              // transformers-style summary
 };
 

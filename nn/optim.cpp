@@ -132,11 +132,15 @@ void SGD::load_state_dict(const StateDict& sd) {
   steps_ = it->second.item<int64_t>();
 }
 
-double clip_grad_norm(const std::vector<Variable>& params, double max_norm) {
+double grad_norm(const std::vector<Variable>& params) {
   double sq = 0;
   for (const Variable& p : params)
     if (p.grad().defined()) sq += sum_all(square(p.grad().to(DType::f32))).item<double>();
-  double norm = std::sqrt(sq);
+  return std::sqrt(sq);
+}
+
+double clip_grad_norm(const std::vector<Variable>& params, double max_norm) {
+  double norm = grad_norm(params);
   if (max_norm > 0 && norm > max_norm) {
     double s = max_norm / (norm + 1e-6);
     for (const Variable& p : params)

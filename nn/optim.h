@@ -68,6 +68,8 @@ class SGD : public Optimizer {
 // Scales all gradients so their global L2 norm is at most max_norm; returns the norm
 // before clipping (torch.nn.utils.clip_grad_norm_).
 double clip_grad_norm(const std::vector<Variable>& params, double max_norm);
+// The global L2 norm of params' gradients (those that have one); inf or NaN if any is.
+double grad_norm(const std::vector<Variable>& params);
 
 enum class ScheduleKind { constant, linear, cosine };
 ScheduleKind schedule_from_name(const std::string& name);

@@ -10,24 +10,29 @@ namespace lopper::trainers {
 Distiller::Distiller(std::unique_ptr<nn::BertForSequenceClassification> teacher, const TeacherSpec& spec,
                      const nn::BertConfig& student)
     : teacher_(std::move(teacher)), spec_(spec) {
-  const nn::BertConfig& t = teacher_->config();
+  map_ = check(spec_, teacher_->config(), student);
+  teacher_->eval();
+  teacher_->set_requires_grad(false);
+}
+
+std::vector<std::pair<int64_t, int64_t>> Distiller::check(const TeacherSpec& spec, const nn::BertConfig& t,
+                                                          const nn::BertConfig& student) {
   LOPPER_CHECK(t.num_labels == student.num_labels, "teacher: ", t.num_labels, " labels, the student has ", student.num_labels);
   LOPPER_CHECK(t.vocab_size == student.vocab_size, "teacher: vocabulary of ", t.vocab_size, ", the student's has ",
                student.vocab_size, " (they must share a tokenizer)");
-  teacher_->eval();
-  teacher_->set_requires_grad(false);
-  if (spec_.hidden_weight <= 0) return;
+  if (spec.hidden_weight <= 0) return {};
   LOPPER_CHECK(t.hidden_size == student.hidden_size, "teacher.hidden_weight: hidden sizes differ (teacher ", t.hidden_size,
                ", student ", student.hidden_size, ")");
-  map_ = spec_.layer_map;
-  if (map_.empty()) {
+  std::vector<std::pair<int64_t, int64_t>> map = spec.layer_map;
+  if (map.empty()) {
     for (int64_t i = 1; i <= student.num_hidden_layers; ++i)
-      map_.emplace_back(i, std::lround(static_cast<double>(i * t.num_hidden_layers) / static_cast<double>(student.num_hidden_layers)));
+      map.emplace_back(i, std::lround(static_cast<double>(i * t.num_hidden_layers) / static_cast<double>(student.num_hidden_layers)));
   }
-  for (auto [s, k] : map_)
+  for (auto [s, k] : map)
     LOPPER_CHECK(s <= student.num_hidden_layers && k <= t.num_hidden_layers, "teacher.layer_map: [", s, ", ", k,
                  "] is out of range (student has ", student.num_hidden_layers, " layers, teacher ", t.num_hidden_layers,
                  "; 0 is the embeddings)");
+  return map;
 }
 
 Distiller::Parts Distiller::loss(const Variable& task_loss, const Variable& student_logits,

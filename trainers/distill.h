@@ -28,6 +28,11 @@ class Distiller {
   Parts loss(const Variable& task_loss, const Variable& student_logits, const std::vector<Variable>& student_hidden,
              const data::Batch& b, bool regression) const;
 
+  // The checks above on configs alone, so a run can make them before its first step;
+  // returns the layer map (the spec's, or each student layer to its proportional teacher layer).
+  static std::vector<std::pair<int64_t, int64_t>> check(const TeacherSpec& spec, const nn::BertConfig& teacher,
+                                                         const nn::BertConfig& student);
+
   bool wants_hidden() const { return spec_.hidden_weight > 0; }
   const std::vector<std::pair<int64_t, int64_t>>& layer_map() const { return map_; }
 

@@ -118,8 +118,27 @@ void Run::load_inputs() {
   }
   cfg_ = nn::BertConfig::from_file((fs::path(e_.model.path) / "config.json").string());
   cfg_.num_labels = task_.num_labels;
+  check_limits();
   for (const StageSpec& s : e_.stages)
     if (const StageKind& k = stage_kind(s.kind); k.check) k.check(s, cfg_);
+  if (!o_.resume) {  // a resumed run loads its checkpoint instead
+    model_ = build_model(cfg_);
+    report_load(nn::load_pretrained(*model_, e_.model.path, true), "model.path '" + e_.model.path + "'");
+  }
+}
+
+// What would otherwise fail mid-run, hours in: lengths, vocabulary and teacher against the model.
+void Run::check_limits() const {
+  LOPPER_CHECK(e_.data.max_seq_len <= cfg_.max_position_embeddings, "data.max_seq_len: ", e_.data.max_seq_len,
+               " is more than the model's max_position_embeddings, ", cfg_.max_position_embeddings);
+  LOPPER_CHECK(tokenizer_->vocab_size() <= cfg_.vocab_size, "model.path '", e_.model.path, "': the tokenizer has ",
+               tokenizer_->vocab_size(), " tokens, the embedding table (vocab_size) only ", cfg_.vocab_size);
+  LOPPER_CHECK(task_.text_pair.empty() || cfg_.type_vocab_size >= 2, "data: sentence pairs need type_vocab_size >= 2; '",
+               e_.model.path, "' has ", cfg_.type_vocab_size);
+  if (!e_.teacher.enabled) return;
+  nn::BertConfig t = cfg_;  // the model itself teaches unless teacher.path names another
+  if (!e_.teacher.path.empty()) t = nn::BertConfig::from_file((fs::path(e_.teacher.path) / "config.json").string());
+  Distiller::check(e_.teacher, t, cfg_);
 }
 
 void Run::setup() {
@@ -128,12 +147,25 @@ void Run::setup() {
                         {"threads", omp_get_max_threads()}};
   write_atomic(out_ / "config.resolved.json", resolved.dump(2) + "\n");
   if (o_.resume) return restore();
-  model_ = build_model(cfg_);
-  nn::LoadReport rep = nn::load_pretrained(*model_, e_.model.path, true);
-  if (!rep.missing.empty() || !rep.unexpected.empty())
-    std::fprintf(stderr, "loading %s: %s(newly initialized weights are expected for a new task head)\n",
-                 e_.model.path.c_str(), rep.str().c_str());
+  std::fputs(load_notes_.c_str(), stderr);  // printed once the run goes ahead
   model_->to(device_);
+}
+
+// Only the task head may be new; weights the config has no place for are an error inside
+// the encoder (a config that does not match its file) and a note elsewhere (an MLM head).
+void Run::report_load(const nn::LoadReport& rep, const std::string& what) {
+  nn::require_backbone(rep, what);
+  std::vector<std::string> extra_encoder, extra_other;
+  for (const std::string& k : rep.unexpected) (k.rfind("bert.", 0) == 0 ? extra_encoder : extra_other).push_back(k);
+  LOPPER_CHECK(extra_encoder.empty(), what, ": the checkpoint holds ", extra_encoder.size(), " weight(s) its config has no ",
+               "place for, such as '", extra_encoder.empty() ? "" : extra_encoder[0], "' (does config.json match model.safetensors?)");
+  if (!extra_other.empty())
+    load_notes_ += "loading " + what + ": " + std::to_string(extra_other.size()) +
+                   " weight(s) not used by sequence classification, such as '" + extra_other[0] + "'\n";
+  if (!rep.missing.empty())
+    load_notes_ += "loading " + what + ": a new task head (" + std::to_string(cfg_.num_labels) + " labels" +
+                   (rep.resized.empty() ? "" : "; the file's head has another label count") + "), initialized from seed " +
+                   std::to_string(e_.seed) + "\n";
 }
 
 std::unique_ptr<nn::BertForSequenceClassification> Run::build_model(const nn::BertConfig& c) const {
@@ -157,6 +189,9 @@ Distiller& Run::teacher() {
   auto teacher = build_model(c);
   nn::LoadReport rep = nn::load_pretrained(*teacher, dir.string(), true);
   LOPPER_CHECK(rep.missing.empty(), "teacher '", dir.string(), "': ", rep.str(), "(a teacher must be a fine-tuned model)");
+  load_notes_.clear();
+  report_load(rep, "teacher '" + dir.string() + "'");
+  std::fputs(load_notes_.c_str(), stderr);
   teacher->to(device_);
   distiller_ = std::make_unique<Distiller>(std::move(teacher), e_.teacher, model_->config());
   std::fprintf(stderr, "teacher: %s (T %.2f, alpha %.2f, hidden weight %.2f)\n", dir.string().c_str(), e_.teacher.temperature,
@@ -201,6 +236,9 @@ void Run::log_metrics(const json& j) {
   f << j.dump() << "\n";
 }
 
+void Run::validate() { load_inputs(); }
+
 void run_experiment(const Experiment& e, const RunOptions& options) { Run(e, options).execute(); }
+void validate_experiment(const Experiment& e) { Run(e, RunOptions{}).validate(); }
 
 }  // namespace lopper::trainers

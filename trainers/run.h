@@ -45,6 +45,7 @@ class Run {
  public:
   Run(const Experiment& e, const RunOptions& o);
   void execute();
+  void validate();  // every check execute() makes before writing, and nothing else
 
   // ---- for stages ----
   const Experiment& experiment() const { return e_; }
@@ -81,6 +82,7 @@ class Run {
  private:
   void load_inputs();
   void check_device() const;
+  void check_limits() const;
   void prepare_output();
   void setup();
   void restore();  // from output_dir's LATEST checkpoint
@@ -88,6 +90,7 @@ class Run {
   void write_summary();
   double forward_latency_ms(int64_t batch, int64_t seq);
   std::unique_ptr<nn::BertForSequenceClassification> build_model(const nn::BertConfig& c) const;
+  void report_load(const nn::LoadReport& rep, const std::string& what);
 
   const Experiment& e_;
   RunOptions o_;
@@ -103,6 +106,7 @@ class Run {
   std::unique_ptr<nn::BertForSequenceClassification> model_;
   std::vector<ActiveMethod> methods_;
   std::unique_ptr<Distiller> distiller_;
+  std::string load_notes_;  // what loading the model had to say, printed when the run starts
   std::filesystem::path resume_optimizer_;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
   double wall_base_ = 0;

@@ -23,4 +23,8 @@ struct RunOptions {
 // (data files, model, output directory) have been checked.
 void run_experiment(const Experiment& e, const RunOptions& options);
 
+// What a run checks before it writes anything (data, tokenizer, model config and weights,
+// teacher, stage limits), without running or writing: finetune_prune --validate.
+void validate_experiment(const Experiment& e);
+
 }  // namespace lopper::trainers

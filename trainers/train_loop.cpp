@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <cmath>
+#include <fstream>
 
 #include "nn/safetensors.h"
 #include "trainers/metrics.h"
@@ -50,12 +51,24 @@ void log_step(Run& run, const TrainOptions& o, const StepStats& st, int64_t tota
   }
   progress.update(state.step, st.loss * k, st.lr, st.examples, extra);
   if (state.step % o.log_every != 0 && state.step != total) return;
-  json j = {{"stage", state.stage}, {"step", state.step}, {"epoch", state.epoch}, {"loss", st.loss * k}, {"lr", st.lr}};
+  json j = {{"stage", state.stage}, {"step", state.step}, {"epoch", state.epoch}, {"loss", st.loss * k}, {"lr", st.lr},
+           {"grad_norm", st.grad_norm}};
   if (o.distill || !run.methods().empty()) j["task_loss"] = st.task * k;
   if (o.distill) j["distill_loss"] = st.logits * k;
   if (o.distill && run.teacher().wants_hidden()) j["hidden_loss"] = st.hidden * k;
   for (auto& m : run.methods()) m.method->report(j);
   run.log_metrics(j);
+}
+
+// A step whose loss or gradients went NaN or infinite ends the run there: no weight was
+// updated, no checkpoint is written over the last good one, no later stage runs.
+[[noreturn]] void stop_non_finite(Run& run, const StageSpec& s, const StepStats& st, int64_t total) {
+  std::string latest;
+  std::ifstream(run.out() / "checkpoints" / "LATEST") >> latest;
+  LOPPER_FAIL(s.path, " (", s.kind, "), step ", run.state().step + 1, " of ", total, ": not finite (loss ", st.loss,
+              ", gradient norm ", st.grad_norm, "); stopped before updating the weights, nothing exported",
+              latest.empty() ? std::string("") : "; the last good checkpoint is checkpoints/" + latest,
+              " (a lower lr or max_grad_norm usually helps)");
 }
 
 }  // namespace
@@ -96,6 +109,7 @@ void train_stage(Run& run, const StageSpec& s, const TrainOptions& o) {
       std::vector<data::Batch> micro;
       for (int64_t a = 0; a < o.grad_accum; ++a) micro.push_back(run.on_device(train->collate(batches[state.batch_in_epoch++])));
       StepStats st = trainer.step(micro, state.step, total);
+      if (!st.finite()) stop_non_finite(run, s, st, total);
       ++state.step;
       log_step(run, o, st, total, progress);
       bool at_end = state.step == total;

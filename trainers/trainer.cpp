@@ -20,6 +20,8 @@ Trainer::Trainer(nn::BertForSequenceClassification& model, std::vector<pruning::
       opt_(param_groups(model, methods_, o)) {
   for (auto& g : opt_.groups())
     for (auto& [n, v] : g.params) trainable_.push_back(v);
+  for (pruning::PruningMethod* m : methods_)
+    for (auto& [n, v] : m->parameters()) method_params_.push_back(v);
 }
 
 Variable Trainer::task_loss(const Variable& logits, const Tensor& labels) const {
@@ -51,7 +53,9 @@ StepStats Trainer::step(const std::vector<data::Batch>& micro_batches, int64_t s
     st.examples += b.input_ids.size(0);
   }
   comm_.all_reduce_mean(trainable_);
-  if (o_.max_grad_norm > 0) nn::clip_grad_norm(model_.parameters(), o_.max_grad_norm);  // not the methods'
+  double model_norm = nn::clip_grad_norm(model_.parameters(), o_.max_grad_norm);  // 0: none; not the methods'
+  st.grad_norm = std::hypot(model_norm, nn::grad_norm(method_params_));          // before clipping
+  if (!st.finite()) return st;  // no update: the loop stops the run at this step
   double factor = o_.schedule.factor(opt_.steps());
   st.lr = o_.lr * factor;
   opt_.step(factor);

@@ -3,6 +3,7 @@
 // after_step. One screen in trainer.cpp. Not the loop around it (epochs, evaluation,
 // checkpoints: trainers/train_loop.cpp) and not where batches come from.
 #pragma once
+#include <cmath>
 #include <vector>
 
 #include "data/dataset.h"
@@ -27,7 +28,10 @@ struct TrainerOptions {
 struct StepStats {
   double loss = 0, task = 0, logits = 0, hidden = 0;  // total, task, logit and hidden distillation
   int64_t examples = 0;
-  double lr = 0;  // the learning rate this step used
+  double lr = 0;         // the learning rate this step used
+  double grad_norm = 0;  // of the model's and the methods' gradients, before clipping
+  // A step whose loss or gradients are NaN or infinite changes no weight.
+  bool finite() const { return std::isfinite(loss) && std::isfinite(grad_norm); }
 };
 
 class Trainer {
@@ -37,7 +41,8 @@ class Trainer {
   Trainer(nn::BertForSequenceClassification& model, std::vector<pruning::PruningMethod*> methods, Distiller* teacher,
           Communicator& comm, Generator& gen, const TrainerOptions& o);
 
-  // One optimizer step over micro_batches (grad_accum of them) at step `step` of `total`.
+  // One optimizer step over micro_batches (grad_accum of them) at step `step` of `total`;
+  // none if the loss or a gradient is not finite (StepStats::finite() says so).
   StepStats step(const std::vector<data::Batch>& micro_batches, int64_t step, int64_t total);
 
   nn::AdamW& optimizer() { return opt_; }
@@ -52,6 +57,7 @@ class Trainer {
   Generator& gen_;
   TrainerOptions o_;
   std::vector<Variable> trainable_;  // model and method parameters, for the all-reduce
+  std::vector<Variable> method_params_;
   nn::AdamW opt_;
 };
 
