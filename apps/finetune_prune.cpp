@@ -50,6 +50,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     trainers::run_experiment(e, opts);
+  } catch (const trainers::Interrupted& ex) {
+    std::fprintf(stderr, "finetune_prune: %s\n", ex.what());
+    return 130;  // as a shell reports a process stopped by SIGINT
   } catch (const std::exception& ex) {
     return apps::report_error(app, ex, verbose);
   }

@@ -1,6 +1,7 @@
 // Checkpoints of a run: model, config, every active pruning method's state, optimizer and
 // RunState, written to a temporary folder that LATEST points at only once it is complete;
 // --resume restores them bitwise. The best checkpoint of a training stage lives in best/.
+#include <algorithm>
 #include <fstream>
 
 #include "nn/safetensors.h"
@@ -20,19 +21,53 @@ json state_json(const RunState& s) {
           {"pruning", s.pruning}, {"wall_seconds", s.wall_seconds}};
 }
 
-RunState state_from(const json& j) {
+// A state.json read back and checked: every field present, of its type and in range.
+RunState state_from(const json& j, int64_t num_stages, const std::string& where) {
   RunState s;
-  s.stage = j.at("stage");
-  s.step = j.at("step");
-  s.epoch = j.at("epoch");
-  s.batch_in_epoch = j.at("batch_in_epoch");
-  s.dropout_offset = j.at("dropout_offset");
-  s.best = j.at("best");
-  s.best_step = j.at("best_step");
-  s.last_eval = j.at("last_eval");
-  s.pruning = j.at("pruning");
-  s.wall_seconds = j.at("wall_seconds");
+  try {
+    s.stage = j.at("stage");
+    s.step = j.at("step");
+    s.epoch = j.at("epoch");
+    s.batch_in_epoch = j.at("batch_in_epoch");
+    s.dropout_offset = j.at("dropout_offset");
+    s.best = j.at("best");
+    s.best_step = j.at("best_step");
+    s.last_eval = j.at("last_eval");
+    s.pruning = j.at("pruning");
+    s.wall_seconds = j.at("wall_seconds");
+  } catch (const json::exception& e) {
+    LOPPER_FAIL(where, ": damaged (", e.what(), ")");
+  }
+  LOPPER_CHECK(s.stage >= 0 && s.stage <= num_stages && s.step >= 0 && s.epoch >= 0 && s.batch_in_epoch >= 0 &&
+                   s.wall_seconds >= 0,
+               where, ": damaged (stage ", s.stage, " of ", num_stages, ", step ", s.step, ", epoch ", s.epoch, ", batch ",
+               s.batch_in_epoch, ")");
   return s;
+}
+
+// The keys of the resolved experiment that may change between a run and its resume: the
+// folder may move, the thread count is the machine's.
+json comparable(json resolved) {
+  resolved.erase("output_dir");
+  resolved.erase("threads");
+  return resolved;
+}
+
+// "stages.0.batch_size: 8 -> 16; ..." for the differences between two resolved experiments.
+std::string differences(const json& was, const json& now) {
+  std::string out;
+  int shown = 0;
+  for (const json& op : json::diff(was, now)) {
+    std::string path = op.at("path");
+    json::json_pointer ptr(path);
+    std::string key = path.substr(1);
+    std::replace(key.begin(), key.end(), '/', '.');
+    std::string before = was.contains(ptr) ? was.at(ptr).dump() : "(absent)";
+    std::string after = now.contains(ptr) ? now.at(ptr).dump() : "(absent)";
+    if (shown++ < 4) out += (out.empty() ? "" : "; ") + key + ": " + before + " -> " + after;
+  }
+  if (shown > 4) out += "; and " + std::to_string(shown - 4) + " more";
+  return out;
 }
 
 fs::path method_file(const fs::path& dir, const pruning::PruningMethod& m) {
@@ -57,6 +92,7 @@ void Run::save_checkpoint(const nn::Optimizer* opt) {
   state_.wall_seconds = elapsed_seconds();
   json state = state_json(state_);
   state["methods"] = methods;
+  state["experiment"] = comparable(e_.resolved);
   write_atomic(tmp / "state.json", state.dump(2));
   fs::remove_all(dir);
   fs::rename(tmp, dir);
@@ -70,13 +106,35 @@ void Run::restore() {
   // A checkpoint carries its own config: the model may have lost heads since the start.
   std::string name;
   std::ifstream(out_ / "checkpoints" / "LATEST") >> name;
+  // LATEST names a folder beside it, nothing else.
+  LOPPER_CHECK(!name.empty() && name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos,
+               "--resume: '", (out_ / "checkpoints" / "LATEST").string(), "' does not name a checkpoint ('", name, "')");
   fs::path dir = out_ / "checkpoints" / name;
-  json state = read_json(dir / "state.json");
-  state_ = state_from(state);
+  for (const char* f : {"state.json", "model.safetensors", "config.json"})
+    LOPPER_CHECK(fs::is_regular_file(dir / f), "--resume: checkpoint '", dir.string(), "' is incomplete (no ", f, ")");
+  json state;
+  try {
+    state = read_json(dir / "state.json");
+  } catch (const json::exception& e) {
+    LOPPER_FAIL("--resume: '", (dir / "state.json").string(), "' is damaged (", e.what(), ")");
+  }
+  // The experiment must be the one that wrote the checkpoint.
+  LOPPER_CHECK(state.contains("experiment"), "--resume: checkpoint '", dir.string(),
+               "' was written by an older Lopper that did not record its experiment; start over with --overwrite");
+  json now = comparable(e_.resolved);
+  LOPPER_CHECK(state["experiment"] == now, "--resume: the experiment differs from the one that wrote '", dir.string(),
+               "': ", differences(state["experiment"], now),
+               " (resume with the original file and --set values, or start over with --overwrite)");
+  state_ = state_from(state, static_cast<int64_t>(e_.stages.size()), (dir / "state.json").string());
+  // Mid-stage, the optimizer's moments are part of the state.
+  LOPPER_CHECK(state_.step == 0 || fs::is_regular_file(dir / "optimizer.safetensors"), "--resume: checkpoint '",
+               dir.string(), "' is at step ", state_.step, " of a stage but has no optimizer.safetensors");
   nn::BertConfig c = nn::BertConfig::from_file((dir / "config.json").string());
   c.num_labels = cfg_.num_labels;
   model_ = build_model(c);
-  model_->load_state_dict(nn::load_safetensors((dir / "model.safetensors").string()).tensors);
+  nn::StateDict weights = nn::load_safetensors((dir / "model.safetensors").string()).tensors;
+  nn::check_finite(weights, "--resume: checkpoint '" + dir.string() + "'");
+  model_->load_state_dict(weights);
   model_->to(device_);
   // Each method is made again by the stage that attached it, then given its saved state.
   for (const json& entry : state.value("methods", json::array())) {

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <set>
 #include <sstream>
 
 #include "core/device.h"
@@ -35,6 +37,8 @@ void apply_override(json& j, const std::string& assignment) {
   json value;
   try {
     value = json::parse(raw);
+  } catch (const json::out_of_range&) {
+    LOPPER_FAIL("--set ", key, ": ", raw, " is not a number a double can hold");
   } catch (const json::parse_error&) {
     value = raw;  // a bare string
   }
@@ -66,14 +70,30 @@ Experiment parse_experiment(json j, const std::string& file) {
   e.file = fs::absolute(file).lexically_normal().string();
   fs::path base = fs::path(e.file).parent_path();
   auto resolve = [&](const std::string& p) { return p.empty() ? p : (base / p).lexically_normal().string(); };
-  auto must_exist = [&](const std::string& key, const std::string& p) {
+  // kind: a "file" or a "folder".
+  auto must_exist = [&](const std::string& key, const std::string& p, const char* kind) {
     LOPPER_CHECK(fs::exists(p), key, ": '", p, "' does not exist");
+    bool folder = fs::is_directory(p);
+    LOPPER_CHECK(folder == (std::string(kind) == "folder"), key, ": '", p, "' is a ", folder ? "folder" : "file",
+                 ", expected a ", kind);
   };
+
 
   Fields top(j, "");
   e.name = top.str("name", fs::path(file).stem().string());
   e.seed = static_cast<uint64_t>(top.integer("seed", 42, 0, INT64_MAX, "an integer >= 0"));
+  if (!top.has("output_dir")) {  // the name becomes a folder under runs/
+    LOPPER_CHECK(!e.name.empty() && e.name[0] != '.' &&
+                     e.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+                         std::string::npos,
+                 "name: '", e.name, "' is used as the folder runs/NAME (output_dir is not set), so it may hold only letters, ",
+                 "digits, '.', '_' and '-', and not start with '.'");
+  }
+  LOPPER_CHECK(!top.has("output_dir") || !j["output_dir"].is_string() || !j["output_dir"].get<std::string>().empty(),
+               "output_dir: empty (leave the key out for runs/NAME)");
   e.output_dir = resolve(top.str("output_dir", "runs/" + e.name));
+  LOPPER_CHECK(fs::path(e.output_dir) != fs::path(e.output_dir).root_path(), "output_dir: '", e.output_dir,
+               "' is the root of the file system");
   e.threads = top.integer("threads", 0, 0, 1024, "0 for all cores, or a thread count");
   e.device = top.str("device", "cpu");
   try {
@@ -87,8 +107,8 @@ Experiment parse_experiment(json j, const std::string& file) {
   e.model.path = resolve(m.str("path", "", true));
   e.model.num_labels = m.integer("num_labels", 0, 0, 100000, "0 (from the task) or the number of classes");
   m.finish();
-  must_exist("model.path", e.model.path);
-  must_exist("model.path", (fs::path(e.model.path) / "config.json").string());
+  must_exist("model.path", e.model.path, "folder");
+  must_exist("model.path", (fs::path(e.model.path) / "config.json").string(), "file");
 
   LOPPER_CHECK(top.has("data"), "data: required (an object with task, train and dev)");
   Fields d(j["data"], "data");
@@ -109,8 +129,9 @@ Experiment parse_experiment(json j, const std::string& file) {
   LOPPER_CHECK(e.data.task != "custom" || (!e.data.text.empty() && !e.data.label.empty()), "data: task \"custom\" needs ",
                "text and label columns");
 
+  std::optional<Fields> teacher;
   if (top.has("teacher")) {
-    Fields t(j["teacher"], "teacher");
+    Fields& t = teacher.emplace(j["teacher"], "teacher");
     e.teacher.enabled = true;
     e.teacher.path = resolve(t.str("path", ""));
     e.teacher.temperature = t.num("temperature", 2.0, 1e-3, 100, "> 0");
@@ -124,12 +145,15 @@ Experiment parse_experiment(json j, const std::string& file) {
       LOPPER_CHECK(ok, "teacher.layer_map: expected a list of [student, teacher] hidden-state index pairs, got ", m.dump());
       for (const json& p : m) e.teacher.layer_map.emplace_back(p[0].get<int64_t>(), p[1].get<int64_t>());
     }
+    t.set("layer_map", e.teacher.layer_map);
+    t.set("path", e.teacher.path);
     t.finish();
-    if (!e.teacher.path.empty()) must_exist("teacher.path", (fs::path(e.teacher.path) / "config.json").string());
+    if (!e.teacher.path.empty()) must_exist("teacher.path", (fs::path(e.teacher.path) / "config.json").string(), "file");
   }
 
   LOPPER_CHECK(top.has("stages") && j["stages"].is_array() && !j["stages"].empty(),
                "stages: required (a non-empty list of {\"kind\": ...})");
+  json stages = json::array();
   bool needs_train = false, needs_dev = false;
   const StageKind* open = nullptr;  // the stage whose pruning masks are open
   using Masks = StageKind::Masks;
@@ -153,41 +177,111 @@ Experiment parse_experiment(json j, const std::string& file) {
     st.options = k.parse(s, e);
     s.finish();
     e.stages.push_back(st);
+    stages.push_back(s.resolved());
+  }
+  // A run clears and rewrites these folders of output_dir: no input may live in them.
+  for (auto [key, input] : {std::pair{"model.path", e.model.path}, std::pair{"teacher.path", e.teacher.path},
+                            std::pair{"data.train", e.data.train}, std::pair{"data.dev", e.data.dev}}) {
+    if (input.empty()) continue;
+    for (const char* sub : {"", "model", "best", "teacher", "checkpoints"}) {
+      fs::path out = (fs::path(e.output_dir) / sub).lexically_normal(), in = fs::path(input).lexically_normal();
+      auto rel = in.lexically_relative(out);
+      bool inside = *sub ? !rel.empty() && *rel.begin() != ".." : out == in;
+      LOPPER_CHECK(!inside, key, ": '", input, "' is inside the folder '", out.string(),
+                   "' that the run writes (output_dir); choose another output_dir");
+    }
   }
   LOPPER_CHECK(!open, "stages: ", open ? open->name : "", " must be followed by a ", kinds_with(Masks::finalize, " or "),
                " stage");
   top.finish();
   if (needs_train) {
     LOPPER_CHECK(!e.data.train.empty(), "data.train: required by the training stages");
-    must_exist("data.train", e.data.train);
+    must_exist("data.train", e.data.train, "file");
   }
   if (needs_dev) {
     LOPPER_CHECK(!e.data.dev.empty(), "data.dev: required by the training and evaluate stages");
-    must_exist("data.dev", e.data.dev);
+    must_exist("data.dev", e.data.dev, "file");
   }
-  // The resolved file: what ran, with absolute paths.
-  e.resolved = j;
-  e.resolved["name"] = e.name;
-  e.resolved["seed"] = e.seed;
-  e.resolved["output_dir"] = e.output_dir;
-  e.resolved["device"] = e.device;
-  e.resolved["model"]["path"] = e.model.path;
-  if (!e.data.train.empty()) e.resolved["data"]["train"] = e.data.train;
-  if (!e.data.dev.empty()) e.resolved["data"]["dev"] = e.data.dev;
-  if (!e.teacher.path.empty()) e.resolved["teacher"]["path"] = e.teacher.path;
+  // The resolved experiment: every key with the value the run uses, defaults included,
+  // paths absolute. It loads back as an experiment file of its own.
+  top.set("output_dir", e.output_dir);
+  top.set("device", e.device);
+  m.set("path", e.model.path);
+  d.set("train", e.data.train);
+  d.set("dev", e.data.dev);
+  e.resolved = top.resolved();
+  e.resolved["model"] = m.resolved();
+  e.resolved["data"] = d.resolved();
+  if (teacher) e.resolved["teacher"] = teacher->resolved();
+  e.resolved["stages"] = stages;
   return e;
 }
 
-Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream f(path);
-  LOPPER_CHECK(f.good(), "cannot open experiment file '", path, "'");
-  json j;
+namespace {
+
+// Parses an experiment file, refusing a key given twice in one object (JSON allows it and
+// keeps the last, which hides edits): the error names the key by its path.
+json parse_strict(std::istream& in, const std::string& path) {
+  struct Frame {
+    bool array;
+    int64_t index = -1;
+    std::set<std::string> keys;
+    std::string key;
+  };
+  std::vector<Frame> frames;
+  auto where = [&](size_t depth) {  // the path through the first depth frames
+    std::string p;
+    for (size_t i = 0; i < depth && i < frames.size(); ++i) {
+      const Frame& f = frames[i];
+      std::string part = f.array ? std::to_string(std::max<int64_t>(f.index, 0)) : f.key;
+      if (!part.empty()) p = join_path(p, part);
+    }
+    return p;
+  };
+  auto element = [&] {  // a value starts: in an array, the next index
+    if (!frames.empty() && frames.back().array) ++frames.back().index;
+  };
+  json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) {
+    switch (ev) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        element();
+        frames.push_back({ev == json::parse_event_t::array_start});
+        break;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        frames.pop_back();
+        break;
+      case json::parse_event_t::key: {
+        std::string k = parsed.get<std::string>();
+        LOPPER_CHECK(frames.back().keys.insert(k).second, path, ": ", join_path(where(frames.size() - 1), k),
+                     " is given twice (JSON would keep the last silently)");
+        frames.back().key = k;
+        break;
+      }
+      case json::parse_event_t::value:
+        element();
+        break;
+    }
+    return true;
+  };
   try {
-    j = json::parse(f);
-  } catch (const json::parse_error& e) {
-    // e.what() carries "at line L, column C".
+    return json::parse(in, cb);
+  } catch (const json::out_of_range& e) {  // a number beyond a double: no position, but we know the key
+    LOPPER_FAIL(path, ": ", where(frames.size()), ": ", e.what());
+  } catch (const json::exception& e) {
+    // A syntax error carries "at line L, column C"; a number too large for a double too.
     LOPPER_FAIL(path, ": not valid JSON: ", e.what());
   }
+}
+
+}  // namespace
+
+Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides) {
+  LOPPER_CHECK(!std::filesystem::is_directory(path), "experiment file '", path, "' is a directory");
+  std::ifstream f(path);
+  LOPPER_CHECK(f.good(), "cannot open experiment file '", path, "'");
+  json j = parse_strict(f, path);
   for (const std::string& o : overrides) apply_override(j, o);
   return parse_experiment(std::move(j), path);
 }

@@ -2,6 +2,8 @@
 #include "trainers/fields.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -22,6 +24,15 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+// "from 1e-12 to 10", "1 or more", for range errors.
+std::string range_text(double lo, double hi) {
+  std::ostringstream os;
+  os.precision(12);
+  if (hi >= static_cast<double>(INT64_MAX)) os << lo << " or more";
+  else os << "from " << lo << " to " << hi;
+  return os.str();
+}
+
 }  // namespace
 
 std::string join_path(const std::string& path, const std::string& key) { return path.empty() ? key : path + "." + key; }
@@ -32,15 +43,19 @@ Fields::Fields(const json& j, std::string path) : j_(j), path_(std::move(path)) 
 
 bool Fields::has(const std::string& k) {
   known_.insert(k);
-  return j_.contains(k) && !j_[k].is_null();
+  if (!j_.contains(k)) return false;
+  LOPPER_CHECK(!j_[k].is_null(), join_path(path_, k), ": null is not a value (leave the key out for its default)");
+  return true;
 }
 
 std::string Fields::str(const std::string& k, std::string def, bool required) {
   if (!has(k)) {
     LOPPER_CHECK(!required, join_path(path_, k), ": required (a string)");
+    out_[k] = def;
     return def;
   }
   LOPPER_CHECK(j_[k].is_string(), join_path(path_, k), ": expected a string, got ", j_[k].dump());
+  out_[k] = j_[k];
   return j_[k].get<std::string>();
 }
 
@@ -55,32 +70,51 @@ std::string Fields::choice(const std::string& k, std::string def, const std::vec
 }
 
 double Fields::num(const std::string& k, double def, double lo, double hi, const char* expect) {
-  if (!has(k)) return def;
-  LOPPER_CHECK(j_[k].is_number(), join_path(path_, k), ": expected a number (", expect, "), got ", j_[k].dump());
-  double v = j_[k].get<double>();
-  LOPPER_CHECK(v >= lo && v <= hi, join_path(path_, k), ": ", v, " is out of range (expected ", expect, ")");
+  double v = def;
+  if (has(k)) {
+    LOPPER_CHECK(j_[k].is_number(), join_path(path_, k), ": expected a number (", expect, "), got ", j_[k].dump());
+    v = j_[k].get<double>();
+    LOPPER_CHECK(v >= lo && v <= hi, join_path(path_, k), ": ", j_[k].dump(), " is out of range (expected ", expect,
+                 ": ", range_text(lo, hi), ")");
+  }
+  out_[k] = v;
   return v;
 }
 
 int64_t Fields::integer(const std::string& k, int64_t def, int64_t lo, int64_t hi, const char* expect) {
-  if (!has(k)) return def;
-  LOPPER_CHECK(j_[k].is_number_integer(), join_path(path_, k), ": expected an integer (", expect, "), got ", j_[k].dump());
-  int64_t v = j_[k].get<int64_t>();
-  LOPPER_CHECK(v >= lo && v <= hi, join_path(path_, k), ": ", v, " is out of range (expected ", expect, ")");
+  int64_t v = def;
+  if (has(k)) {
+    const json& x = j_[k];
+    LOPPER_CHECK(x.is_number_integer(), join_path(path_, k), ": expected an integer (", expect, "), got ", x.dump());
+    // An unsigned value past int64's range would wrap to a negative one.
+    bool fits = !x.is_number_unsigned() || x.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX);
+    if (fits) v = x.get<int64_t>();
+    LOPPER_CHECK(fits && v >= lo && v <= hi, join_path(path_, k), ": ", x.dump(), " is out of range (expected ", expect,
+                 ": ", range_text(static_cast<double>(lo), static_cast<double>(hi)), ")");
+  }
+  out_[k] = v;
   return v;
 }
 
 bool Fields::boolean(const std::string& k, bool def) {
-  if (!has(k)) return def;
-  LOPPER_CHECK(j_[k].is_boolean(), join_path(path_, k), ": expected true or false, got ", j_[k].dump());
-  return j_[k].get<bool>();
+  bool v = def;
+  if (has(k)) {
+    LOPPER_CHECK(j_[k].is_boolean(), join_path(path_, k), ": expected true or false, got ", j_[k].dump());
+    v = j_[k].get<bool>();
+  }
+  out_[k] = v;
+  return v;
 }
 
 std::vector<std::string> Fields::strings(const std::string& k) {
-  if (!has(k)) return {};
-  LOPPER_CHECK(j_[k].is_array() && std::all_of(j_[k].begin(), j_[k].end(), [](auto& x) { return x.is_string(); }),
-               join_path(path_, k), ": expected a list of strings, got ", j_[k].dump());
-  return j_[k].get<std::vector<std::string>>();
+  std::vector<std::string> v;
+  if (has(k)) {
+    LOPPER_CHECK(j_[k].is_array() && std::all_of(j_[k].begin(), j_[k].end(), [](auto& x) { return x.is_string(); }),
+                 join_path(path_, k), ": expected a list of strings, got ", j_[k].dump());
+    v = j_[k].get<std::vector<std::string>>();
+  }
+  out_[k] = v;
+  return v;
 }
 
 void Fields::finish() {

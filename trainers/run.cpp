@@ -2,8 +2,14 @@
 // dispatched through the registry, the teacher, evaluation.
 #include "trainers/run.h"
 
+#include <fcntl.h>
 #include <omp.h>
+#include <sys/file.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <fstream>
 
 #include "core/ops.h"
@@ -35,6 +41,39 @@ json read_json(const fs::path& p) {
   return json::parse(f);
 }
 
+namespace {
+
+volatile std::sig_atomic_t g_interrupted = 0;
+
+void on_signal(int) {
+  g_interrupted = 1;
+  const char msg[] = "\nfinetune_prune: stopping after this step to save a checkpoint (again to stop at once)\n";
+  ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof(msg) - 1);
+  (void)ignored;
+}
+
+// SIGINT and SIGTERM set the flag once; the handler resets itself, so a second signal
+// stops the process at once.
+void catch_interrupts() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+}  // namespace
+
+bool interrupt_requested() { return g_interrupted != 0; }
+
+void Run::stop_if_interrupted() const {
+  if (!interrupt_requested()) return;
+  const StageSpec& s = e_.stages.at(std::min<size_t>(state_.stage, e_.stages.size() - 1));
+  throw Interrupted("interrupted at " + s.path + " (" + s.kind + "), step " + std::to_string(state_.step) +
+                    "; a checkpoint is saved: continue with --resume");
+}
+
 Run::Run(const Experiment& e, const RunOptions& o)
     : e_(e), o_(o), out_(e.output_dir), device_(Device::parse(e.device)), dropout_gen_(e.seed ^ 0x5eedull) {}
 
@@ -43,6 +82,7 @@ void Run::execute() {
   load_inputs();  // every input is read and checked before anything is written
   prepare_output();
   setup();
+  catch_interrupts();
   for (int64_t i = state_.stage; i < static_cast<int64_t>(e_.stages.size()); ++i) {
     state_.stage = i;
     const StageSpec& s = e_.stages[i];
@@ -58,6 +98,7 @@ void Run::execute() {
     next.pruning = state_.pruning;
     state_ = next;
     save_checkpoint(nullptr);
+    stop_if_interrupted();
   }
   write_summary();
 }
@@ -71,7 +112,32 @@ void Run::check_device() const {
                n == 0 ? std::string("no CUDA device") : std::to_string(n) + " CUDA device(s)", " (set \"device\": \"cpu\")");
 }
 
+Run::~Run() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+// One process per output folder: an advisory lock on output_dir/.lock, held until exit,
+// with the holder's pid in it for the message the second one gives.
+void Run::lock_output() {
+  std::error_code ec;
+  fs::create_directories(out_, ec);
+  LOPPER_CHECK(!ec, "output_dir '", out_.string(), "' cannot be created: ", ec.message());
+  fs::path lock = out_ / ".lock";
+  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  LOPPER_CHECK(lock_fd_ >= 0, "output_dir '", out_.string(), "' is not writable (", std::strerror(errno), ")");
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    std::string holder;
+    std::ifstream(lock) >> holder;
+    LOPPER_FAIL("output_dir '", out_.string(), "' is in use by another run (pid ", holder.empty() ? "unknown" : holder,
+                "): wait for it to finish, or choose another output_dir");
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  LOPPER_CHECK(::ftruncate(lock_fd_, 0) == 0 && ::pwrite(lock_fd_, pid.data(), pid.size(), 0) == static_cast<ssize_t>(pid.size()),
+               "output_dir '", out_.string(), "': cannot write its lock file (disk full?)");
+}
+
 void Run::prepare_output() {
+  lock_output();
   fs::path latest = out_ / "checkpoints" / "LATEST";
   if (o_.resume) {
     LOPPER_CHECK(fs::exists(latest), "--resume: no checkpoint in '", out_.string(), "' (nothing to resume)");
@@ -142,13 +208,16 @@ void Run::check_limits() const {
 }
 
 void Run::setup() {
+  if (o_.resume) {
+    restore();  // checks that the experiment is the one that wrote the checkpoint
+  } else {
+    std::fputs(load_notes_.c_str(), stderr);  // printed once the run goes ahead
+    model_->to(device_);
+  }
   json resolved = e_.resolved;
   resolved["lopper"] = {{"version", version()}, {"git_commit", git_commit()}, {"libraries", library_versions()},
                         {"threads", omp_get_max_threads()}};
   write_atomic(out_ / "config.resolved.json", resolved.dump(2) + "\n");
-  if (o_.resume) return restore();
-  std::fputs(load_notes_.c_str(), stderr);  // printed once the run goes ahead
-  model_->to(device_);
 }
 
 // Only the task head may be new; weights the config has no place for are an error inside

@@ -44,6 +44,9 @@ struct ActiveMethod {
 class Run {
  public:
   Run(const Experiment& e, const RunOptions& o);
+  ~Run();
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
   void execute();
   void validate();  // every check execute() makes before writing, and nothing else
 
@@ -76,6 +79,8 @@ class Run {
   // Size and speed of the model as it is now: parameters, heads, FLOPs, latency.
   nlohmann::json measure();
   double elapsed_seconds() const;
+  // After a step (or a stage) whose checkpoint is saved: throws Interrupted if a signal came.
+  void stop_if_interrupted() const;
   // An optimizer state saved by the checkpoint this run resumed from, taken once.
   std::filesystem::path take_resume_optimizer();
 
@@ -84,6 +89,7 @@ class Run {
   void check_device() const;
   void check_limits() const;
   void prepare_output();
+  void lock_output();
   void setup();
   void restore();  // from output_dir's LATEST checkpoint
   void trim_metrics();
@@ -110,7 +116,12 @@ class Run {
   std::filesystem::path resume_optimizer_;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
   double wall_base_ = 0;
+  int lock_fd_ = -1;  // output_dir/.lock, held while the run lives
 };
+
+// True once SIGINT or SIGTERM arrived during Run::execute; training loops stop at the next
+// step boundary, save a checkpoint and throw Interrupted (Run::stop_if_interrupted).
+bool interrupt_requested();
 
 // Writes text to path through a temporary file and a rename: never half-written.
 void write_atomic(const std::filesystem::path& path, const std::string& text);

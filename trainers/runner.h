@@ -6,6 +6,7 @@
 #pragma once
 #include <string>
 
+#include "core/error.h"
 #include "trainers/experiment.h"
 
 namespace lopper::trainers {
@@ -17,6 +18,13 @@ struct RunOptions {
   // stage kill_stage (-1: any). Set from LOPPER_KILL_AFTER_STEP ("STEP" or "STAGE:STEP").
   int64_t kill_after_step = -1;
   int64_t kill_stage = -1;
+};
+
+// Thrown when SIGINT or SIGTERM stopped a run at a step boundary, after a checkpoint: the
+// run can be resumed with --resume. (A second signal stops the process at once.)
+class Interrupted : public Error {
+ public:
+  using Error::Error;
 };
 
 // Runs every stage; throws lopper::Error on bad input. Writes nothing before the inputs

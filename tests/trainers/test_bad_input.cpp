@@ -3,12 +3,19 @@
 // resumes of a changed experiment, and the messages themselves. Each runs finetune_prune
 // on the tiny workspace and expects exit 1, one line that names the input, and nothing
 // written that should not be.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "data/dataset.h"
 #include "data/tokenizer.h"
+#include "trainers/experiment.h"
 #include "workspace.h"
 
 using namespace lopper;
@@ -158,4 +165,150 @@ TEST_F(BadInput, LimitsAreCheckedBeforeTheFirstStep) {
   std::ofstream(dir / "model" / "vocab.txt", std::ios::app) << "extra1\nextra2\n";
   expect_error(exp(), "the tokenizer has 102 tokens, the embedding table (vocab_size) only 100");
   EXPECT_FALSE(fs::exists(dir / "out"));
+}
+
+// Output folders: a run name that would leave runs/, an empty or root output_dir, inputs
+// inside the folders a run clears, a second process on the same folder, a LATEST that
+// points elsewhere.
+TEST_F(BadInput, OutputPathsAreCheckedAndLocked) {
+  json e = experiment();
+  e.erase("output_dir");
+  for (const char* name : {"..", "a/../../b", ".hidden", "has space"}) {
+    e["name"] = name;
+    write_experiment(e, "named.json");
+    expect_error(exp("named.json"), "name: '" + std::string(name) + "' is used as the folder runs/NAME");
+  }
+  expect_error(exp() + " --set output_dir=\\\"\\\"", "output_dir: empty");
+  expect_error(exp() + " --set output_dir=/", "output_dir: '/' is the root of the file system");
+  expect_error(exp() + " --set output_dir=.", "model.path: '" + (dir / "model").string() + "' is inside the folder");
+  // A second process on a folder that a first one holds (here: this test holds the lock).
+  fs::create_directories(dir / "out");
+  int fd = ::open((dir / "out" / ".lock").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  ASSERT_EQ(::write(fd, "4242\n", 5), 5);
+  expect_error(exp(), "output_dir '" + (dir / "out").string() + "' is in use by another run (pid 4242)");
+  ::close(fd);
+  EXPECT_FALSE(fs::exists(dir / "out" / "checkpoints"));
+  // LATEST must name a checkpoint beside it.
+  ASSERT_EQ(run(exp() + " --set stages.0.epochs=1").code, 0);
+  std::ofstream(dir / "out" / "checkpoints" / "LATEST") << "../../model\n";
+  expect_error(exp() + " --resume", "does not name a checkpoint ('../../model')");
+}
+
+// --resume checks that the experiment is the one that wrote the checkpoint, and that the
+// checkpoint is whole and sane, and says exactly what differs.
+TEST_F(BadInput, ResumeOfAChangedExperimentOrADamagedCheckpointIsRefused) {
+  json e = experiment();
+  e["stages"][0]["epochs"] = 2;  // 24 steps, checkpoints every 4
+  write_experiment(e);
+  Result k = run(exp(), "LOPPER_KILL_AFTER_STEP=10");  // checkpoint at step 8
+  ASSERT_EQ(k.code, 128 + SIGKILL) << k.err;
+  fs::path ckpt = dir / "out" / "checkpoints" / "stage0-step8";
+  ASSERT_TRUE(fs::exists(ckpt / "optimizer.safetensors"));
+  json before = json::parse(std::ifstream(dir / "out" / "config.resolved.json"));
+  expect_error(exp() + " --resume --set stages.0.batch_size=16",
+               "the experiment differs from the one that wrote '" + ckpt.string() + "': stages.0.batch_size: 8 -> 16");
+  expect_error(exp() + " --resume --set 'stages=[{\"kind\": \"finetune\", \"epochs\": 2, \"lr\": 3e-4, \"batch_size\": 8}]'",
+               "stages.1: {");
+  expect_error(exp() + " --resume --set stages.0.weight_decay=0.01 --set stages.0.lr=1e-4", "stages.0.lr: 0.0003 -> 0.0001");
+  // The refused resumes left config.resolved.json as the run wrote it.
+  EXPECT_EQ(json::parse(std::ifstream(dir / "out" / "config.resolved.json")), before);
+  // A damaged checkpoint: a negative step, then no optimizer state mid-stage.
+  json state = json::parse(std::ifstream(ckpt / "state.json"));
+  json bad = state;
+  bad["step"] = -3;
+  std::ofstream(ckpt / "state.json") << bad.dump();
+  expect_error(exp() + " --resume", "state.json: damaged (stage 0 of 2, step -3");
+  std::ofstream(ckpt / "state.json") << state.dump();
+  fs::rename(ckpt / "optimizer.safetensors", dir / "optimizer.safetensors");
+  expect_error(exp() + " --resume", "is at step 8 of a stage but has no optimizer.safetensors");
+  fs::rename(dir / "optimizer.safetensors", ckpt / "optimizer.safetensors");
+  // Moving the folder (output_dir) and the thread count are not changes; the run completes.
+  Result r = run(exp() + " --resume --threads 2");
+  EXPECT_EQ(r.code, 0) << r.err;
+}
+
+// The messages themselves: stated limits, no wrapped numbers, the key of an overflow,
+// duplicate keys, null, folders for files, BOM and CR line ends read as text.
+TEST_F(BadInput, MessagesNameTheKeyAndTheLimit) {
+  expect_error(exp() + " --set stages.0.epochs=1e12", "stages.0.epochs: 1000000000000.0 is out of range (expected > 0: from 0 to 1000)");
+  expect_error(exp() + " --set stages.0.batch_size=18446744073709551615",
+               "stages.0.batch_size: 18446744073709551615 is out of range (expected 1 or more: from 1 to 65536)");
+  expect_error(exp() + " --set stages.0.lr=1e999", "--set stages.0.lr: 1e999 is not a number a double can hold");
+  std::string text = experiment().dump();
+  std::ofstream(dir / "overflow.json") << text.replace(text.find("\"lr\":0.0003"), 11, "\"lr\":1e999");
+  expect_error(exp("overflow.json"), "overflow.json: stages.0.lr: ");
+  text = experiment().dump();
+  std::ofstream(dir / "twice.json") << text.replace(text.find("\"lr\":0.0003"), 11, "\"lr\":0.0003,\"lr\":0.1");
+  expect_error(exp("twice.json"), "twice.json: stages.0.lr is given twice");
+  expect_error(exp() + " --set stages.0.lr=null", "stages.0.lr: null is not a value (leave the key out for its default)");
+  fs::create_directories(dir / "folder.tsv");
+  expect_error(exp() + " --set data.train=folder.tsv", "data.train: '" + (dir / "folder.tsv").string() + "' is a folder, expected a file");
+  expect_error(exp() + " --set model.path=train.tsv", "model.path: '" + (dir / "train.tsv").string() + "' is a file, expected a folder");
+  Result both = run(exp() + " --resume --overwrite");
+  EXPECT_EQ(both.code, 2) << both.err;
+  EXPECT_NE(both.err.find("--resume excludes --overwrite"), std::string::npos) << both.err;
+  // No source path in the line a user reads; --verbose adds it.
+  Result plain = expect_error(exp() + " --set stages.0.lr=null", "null is not a value");
+  EXPECT_EQ(plain.err.find(".cpp:"), std::string::npos) << plain.err;
+  Result verbose = expect_error(exp() + " --verbose --set stages.0.lr=null", "null is not a value");
+  EXPECT_NE(verbose.err.find("fields.cpp:"), std::string::npos) << verbose.err;
+  // Data saved with a byte-order mark and old Mac line ends (\r only) reads like any other.
+  std::ifstream in(dir / "train.tsv");
+  std::string all((std::istreambuf_iterator<char>(in)), {});
+  std::replace(all.begin(), all.end(), '\n', '\r');
+  std::ofstream(dir / "mac.tsv", std::ios::binary) << "\xEF\xBB\xBF" << all;
+  Result mac = run(exp() + " --set data.train=mac.tsv --set stages.0.epochs=1");
+  EXPECT_EQ(mac.code, 0) << mac.err;
+  EXPECT_NE(mac.err.find("finetune: 96 examples"), std::string::npos) << mac.err;
+}
+
+// config.resolved.json holds every key with the value the run used, defaults included,
+// and reads back as the same experiment.
+TEST_F(BadInput, ResolvedConfigHoldsEveryDefault) {
+  ASSERT_EQ(run(exp() + " --set stages.0.epochs=1").code, 0);
+  json r = json::parse(std::ifstream(dir / "out" / "config.resolved.json"));
+  EXPECT_EQ(r["device"], "cpu");
+  EXPECT_EQ(r["data"]["max_eval_examples"], 0);
+  EXPECT_EQ(r["data"]["format"], "tsv");
+  EXPECT_EQ(r["stages"][0]["weight_decay"], 0.01);
+  EXPECT_EQ(r["stages"][0]["schedule"], "linear");
+  EXPECT_EQ(r["stages"][0]["max_grad_norm"], 1.0);
+  EXPECT_EQ(r["stages"][0]["epochs"], 1.0);
+  EXPECT_EQ(r["stages"][1]["kind"], "export");
+  r.erase("lopper");
+  trainers::Experiment again = trainers::parse_experiment(r, exp());
+  EXPECT_EQ(again.resolved, r);
+}
+
+// Ctrl-C (SIGINT) stops a run at the next step with a checkpoint and says how to go on;
+// --resume then completes it.
+TEST_F(BadInput, InterruptSavesACheckpointAndSaysHowToResume) {
+  fs::path err = dir / "interrupt.err";
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, STDERR_FILENO);
+    ::execl(LOPPER_FINETUNE_PRUNE, LOPPER_FINETUNE_PRUNE, exp().c_str(), "--set", "stages.0.epochs=40", "--threads", "1",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  // Wait until it trains (its first log line), then interrupt it.
+  for (int i = 0; i < 600 && !fs::exists(dir / "out" / "metrics.jsonl"); ++i) ::usleep(50000);
+  ASSERT_EQ(::kill(pid, SIGINT), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  std::ifstream f(err);
+  std::string text((std::istreambuf_iterator<char>(f)), {});
+  ASSERT_TRUE(WIFEXITED(status)) << text;
+  EXPECT_EQ(WEXITSTATUS(status), 130) << text;
+  EXPECT_NE(text.find("interrupted at stages.0 (finetune), step "), std::string::npos) << text;
+  EXPECT_NE(text.find("a checkpoint is saved: continue with --resume"), std::string::npos) << text;
+  std::string latest;
+  std::ifstream(dir / "out" / "checkpoints" / "LATEST") >> latest;
+  EXPECT_EQ(latest.rfind("stage0-step", 0), 0u) << latest;
+  Result r = run(exp() + " --resume --set stages.0.epochs=40");
+  EXPECT_EQ(r.code, 0) << r.err;
 }
