@@ -15,6 +15,7 @@ struct SentencePieceTokenizer::Impl {
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, const std::string& cls_piece,
                                                const std::string& sep_piece, const std::string& pad_piece)
     : impl_(std::make_unique<Impl>()) {
+  LOPPER_CHECK(!std::filesystem::is_directory(model_path), "[sentencepiece] '", model_path, "' is a folder, expected a file");
   auto st = impl_->sp.Load(model_path);
   LOPPER_CHECK(st.ok(), "[sentencepiece] cannot load '", model_path, "': ", st.ToString());
   auto lookup = [&](const std::string& piece, int fallback) -> int64_t {

@@ -88,6 +88,7 @@ void strip_accents_into(int32_t c, std::vector<int32_t>& out) {
 }  // namespace
 
 WordPieceTokenizer::WordPieceTokenizer(const std::string& vocab_path, WordPieceOptions options) : options_(options) {
+  LOPPER_CHECK(!std::filesystem::is_directory(vocab_path), "[wordpiece] vocab '", vocab_path, "' is a folder, expected a file");
   std::ifstream f(vocab_path);
   LOPPER_CHECK(f.good(), "[wordpiece] cannot open vocab '", vocab_path, "'");
   std::string line;

@@ -206,6 +206,10 @@ SafetensorsContents load_safetensors(const std::string& path, DType float_dtype)
     ::close(fd);
     LOPPER_FAIL("[safetensors] cannot stat '", path, "': ", std::strerror(errno));
   }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    LOPPER_FAIL("[safetensors] '", path, "' is a folder, expected a .safetensors file");
+  }
   size_t size = static_cast<size_t>(st.st_size);
   if (size == 0) {
     ::close(fd);

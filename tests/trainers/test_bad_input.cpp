@@ -246,6 +246,13 @@ TEST_F(BadInput, MessagesNameTheKeyAndTheLimit) {
   fs::create_directories(dir / "folder.tsv");
   expect_error(exp() + " --set data.train=folder.tsv", "data.train: '" + (dir / "folder.tsv").string() + "' is a folder, expected a file");
   expect_error(exp() + " --set model.path=train.tsv", "model.path: '" + (dir / "train.tsv").string() + "' is a file, expected a folder");
+  fs::create_directories(dir / "m2" / "vocab.txt");
+  fs::create_directories(dir / "m2" / "model.safetensors");
+  fs::copy_file(dir / "model" / "config.json", dir / "m2" / "config.json");
+  expect_error(exp() + " --set model.path=m2", "vocab '" + (dir / "m2" / "vocab.txt").string() + "' is a folder, expected a file");
+  fs::remove(dir / "m2" / "vocab.txt");
+  fs::copy_file(dir / "model" / "vocab.txt", dir / "m2" / "vocab.txt");
+  expect_error(exp() + " --set model.path=m2", "model.safetensors' is a folder, expected a .safetensors file");
   Result both = run(exp() + " --resume --overwrite");
   EXPECT_EQ(both.code, 2) << both.err;
   EXPECT_NE(both.err.find("--resume excludes --overwrite"), std::string::npos) << both.err;
