@@ -96,7 +96,7 @@ std::string read_text(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   LOPPER_CHECK(fs::exists(path, ec), "[data] '", path, "' does not exist");
-  LOPPER_CHECK(!fs::is_directory(path, ec), "[data] '", path, "' is a directory, expected a data file");
+  LOPPER_CHECK(!fs::is_directory(path, ec), "[data] '", path, "' is a folder, expected a data file");
   std::ifstream f(path, std::ios::binary);
   LOPPER_CHECK(f.good(), "[data] cannot open '", path, "'");
   std::string raw((std::istreambuf_iterator<char>(f)), {}), text;

@@ -78,7 +78,6 @@ Experiment parse_experiment(json j, const std::string& file) {
                  ", expected a ", kind);
   };
 
-
   Fields top(j, "");
   e.name = top.str("name", fs::path(file).stem().string());
   e.seed = static_cast<uint64_t>(top.integer("seed", 42, 0, INT64_MAX, "an integer >= 0"));
@@ -89,9 +88,9 @@ Experiment parse_experiment(json j, const std::string& file) {
                  "name: '", e.name, "' is used as the folder runs/NAME (output_dir is not set), so it may hold only letters, ",
                  "digits, '.', '_' and '-', and not start with '.'");
   }
-  LOPPER_CHECK(!top.has("output_dir") || !j["output_dir"].is_string() || !j["output_dir"].get<std::string>().empty(),
-               "output_dir: empty (leave the key out for runs/NAME)");
-  e.output_dir = resolve(top.str("output_dir", "runs/" + e.name));
+  std::string output_dir = top.str("output_dir", "runs/" + e.name);
+  LOPPER_CHECK(!output_dir.empty(), "output_dir: empty (leave the key out for runs/NAME)");
+  e.output_dir = resolve(output_dir);
   LOPPER_CHECK(fs::path(e.output_dir) != fs::path(e.output_dir).root_path(), "output_dir: '", e.output_dir,
                "' is the root of the file system");
   e.threads = top.integer("threads", 0, 0, 1024, "0 for all cores, or a thread count");
@@ -223,7 +222,7 @@ namespace {
 // keeps the last, which hides edits): the error names the key by its path.
 json parse_strict(std::istream& in, const std::string& path) {
   struct Frame {
-    bool array;
+    bool array = false;
     int64_t index = -1;
     std::set<std::string> keys;
     std::string key;
@@ -246,7 +245,7 @@ json parse_strict(std::istream& in, const std::string& path) {
       case json::parse_event_t::object_start:
       case json::parse_event_t::array_start:
         element();
-        frames.push_back({ev == json::parse_event_t::array_start});
+        frames.emplace_back().array = ev == json::parse_event_t::array_start;
         break;
       case json::parse_event_t::object_end:
       case json::parse_event_t::array_end:
@@ -278,7 +277,7 @@ json parse_strict(std::istream& in, const std::string& path) {
 }  // namespace
 
 Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides) {
-  LOPPER_CHECK(!std::filesystem::is_directory(path), "experiment file '", path, "' is a directory");
+  LOPPER_CHECK(!std::filesystem::is_directory(path), "experiment file '", path, "' is a folder, expected a file");
   std::ifstream f(path);
   LOPPER_CHECK(f.good(), "cannot open experiment file '", path, "'");
   json j = parse_strict(f, path);

@@ -189,7 +189,7 @@ void Run::load_inputs() {
     if (const StageKind& k = stage_kind(s.kind); k.check) k.check(s, cfg_);
   if (!o_.resume) {  // a resumed run loads its checkpoint instead
     model_ = build_model(cfg_);
-    report_load(nn::load_pretrained(*model_, e_.model.path, true), "model.path '" + e_.model.path + "'");
+    load_notes_ = check_load(nn::load_pretrained(*model_, e_.model.path, true), "model.path '" + e_.model.path + "'");
   }
 }
 
@@ -222,19 +222,22 @@ void Run::setup() {
 
 // Only the task head may be new; weights the config has no place for are an error inside
 // the encoder (a config that does not match its file) and a note elsewhere (an MLM head).
-void Run::report_load(const nn::LoadReport& rep, const std::string& what) {
+// Returns the notes, to print once the run goes ahead.
+std::string Run::check_load(const nn::LoadReport& rep, const std::string& what) const {
   nn::require_backbone(rep, what);
   std::vector<std::string> extra_encoder, extra_other;
   for (const std::string& k : rep.unexpected) (k.rfind("bert.", 0) == 0 ? extra_encoder : extra_other).push_back(k);
   LOPPER_CHECK(extra_encoder.empty(), what, ": the checkpoint holds ", extra_encoder.size(), " weight(s) its config has no ",
                "place for, such as '", extra_encoder.empty() ? "" : extra_encoder[0], "' (does config.json match model.safetensors?)");
+  std::string notes;
   if (!extra_other.empty())
-    load_notes_ += "loading " + what + ": " + std::to_string(extra_other.size()) +
-                   " weight(s) not used by sequence classification, such as '" + extra_other[0] + "'\n";
+    notes += "loading " + what + ": " + std::to_string(extra_other.size()) +
+             " weight(s) not used by sequence classification, such as '" + extra_other[0] + "'\n";
   if (!rep.missing.empty())
-    load_notes_ += "loading " + what + ": a new task head (" + std::to_string(cfg_.num_labels) + " labels" +
-                   (rep.resized.empty() ? "" : "; the file's head has another label count") + "), initialized from seed " +
-                   std::to_string(e_.seed) + "\n";
+    notes += "loading " + what + ": a new task head (" + std::to_string(cfg_.num_labels) + " labels" +
+             (rep.resized.empty() ? "" : "; the file's head has another label count") + "), initialized from seed " +
+             std::to_string(e_.seed) + "\n";
+  return notes;
 }
 
 std::unique_ptr<nn::BertForSequenceClassification> Run::build_model(const nn::BertConfig& c) const {
@@ -258,9 +261,7 @@ Distiller& Run::teacher() {
   auto teacher = build_model(c);
   nn::LoadReport rep = nn::load_pretrained(*teacher, dir.string(), true);
   LOPPER_CHECK(rep.missing.empty(), "teacher '", dir.string(), "': ", rep.str(), "(a teacher must be a fine-tuned model)");
-  load_notes_.clear();
-  report_load(rep, "teacher '" + dir.string() + "'");
-  std::fputs(load_notes_.c_str(), stderr);
+  std::fputs(check_load(rep, "teacher '" + dir.string() + "'").c_str(), stderr);
   teacher->to(device_);
   distiller_ = std::make_unique<Distiller>(std::move(teacher), e_.teacher, model_->config());
   std::fprintf(stderr, "teacher: %s (T %.2f, alpha %.2f, hidden weight %.2f)\n", dir.string().c_str(), e_.teacher.temperature,

@@ -96,7 +96,7 @@ class Run {
   void write_summary();
   double forward_latency_ms(int64_t batch, int64_t seq);
   std::unique_ptr<nn::BertForSequenceClassification> build_model(const nn::BertConfig& c) const;
-  void report_load(const nn::LoadReport& rep, const std::string& what);
+  std::string check_load(const nn::LoadReport& rep, const std::string& what) const;
 
   const Experiment& e_;
   RunOptions o_;

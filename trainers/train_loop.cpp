@@ -125,8 +125,7 @@ void train_stage(Run& run, const StageSpec& s, const TrainOptions& o) {
         }
       }
       state.dropout_offset = run.dropout_gen().offset();
-      bool saved = state.step % ckpt_every == 0 || at_end;
-      if (saved || interrupt_requested()) run.save_checkpoint(&trainer.optimizer());
+      if (state.step % ckpt_every == 0 || at_end || interrupt_requested()) run.save_checkpoint(&trainer.optimizer());
       run.stop_if_interrupted();
       const RunOptions& ro = run.options();
       if (ro.kill_after_step == state.step && (ro.kill_stage < 0 || ro.kill_stage == state.stage)) ::raise(SIGKILL);

@@ -30,7 +30,8 @@ class BadInput : public Workspace {
     Result r = run(args);
     EXPECT_EQ(r.code, 1) << args << "\n" << r.err;
     EXPECT_NE(r.err.find("error: "), std::string::npos) << r.err;
-    std::string last = r.err.substr(r.err.rfind("finetune_prune: error: ") == std::string::npos ? 0 : r.err.rfind("finetune_prune: error: "));
+    size_t at = r.err.rfind("finetune_prune: error: ");
+    std::string last = r.err.substr(at == std::string::npos ? 0 : at);
     EXPECT_NE(last.find(needle), std::string::npos) << args << "\n" << r.err;
     EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << "one error line expected:\n" << last;
     return r;
