@@ -69,7 +69,7 @@ bool interrupt_requested() { return g_interrupted != 0; }
 
 void Run::stop_if_interrupted() const {
   if (!interrupt_requested()) return;
-  const StageSpec& s = e_.stages.at(std::min<size_t>(state_.stage, e_.stages.size() - 1));
+  const StageSpec& s = e_.stages.at(static_cast<size_t>(state_.stage));
   throw Interrupted("interrupted at " + s.path + " (" + s.kind + "), step " + std::to_string(state_.step) +
                     "; a checkpoint is saved: continue with --resume");
 }
@@ -98,7 +98,7 @@ void Run::execute() {
     next.pruning = state_.pruning;
     state_ = next;
     save_checkpoint(nullptr);
-    stop_if_interrupted();
+    if (i + 1 < static_cast<int64_t>(e_.stages.size())) stop_if_interrupted();  // after the last, just finish
   }
   write_summary();
 }
