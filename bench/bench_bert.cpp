@@ -1,6 +1,7 @@
 // bench_bert: MiniLM-class BERT throughput, forward (inference) or a full training step
 // (forward, backward, AdamW), at a fixed batch and sequence length on random token ids.
-// Prints one JSON line so scripts/bench_vs_torch.sh can put it next to PyTorch's.
+// Prints one JSON line so scripts/bench_vs_torch.sh (CPU) and scripts/gpu_check.sh (CUDA)
+// can put it next to PyTorch's (bench/torch_bert.py, same options).
 #include <omp.h>
 
 #include <chrono>
@@ -16,10 +17,17 @@ using namespace lopper;
 int main(int argc, char** argv) {
   CLI::App app{"BERT throughput on random ids: a forward pass, or a training step (forward, backward, AdamW).",
                "bench_bert"};
-  std::string model_dir, mode = "forward";
+  std::string model_dir, config_file, mode = "forward", device = "cpu";
   int64_t batch = 32, seq = 128, iters = 10, warmup = 2;
   int threads = 0;
-  app.add_option("--model", model_dir, "a Hugging Face BERT folder")->required()->check(CLI::ExistingDirectory);
+  auto* model_opt =
+      app.add_option("--model", model_dir, "a Hugging Face BERT folder (its config and weights)")->check(CLI::ExistingDirectory);
+  app.add_option("--config", config_file, "a Hugging Face BERT config.json: random weights of that shape")
+      ->check(CLI::ExistingFile)
+      ->excludes(model_opt);
+  app.add_option("--device", device, "cpu, cuda or cuda:N");
+  bool tf32 = false;
+  app.add_flag("--tf32", tf32, "CUDA: let cuBLAS use TF32 tensor cores for f32 GEMMs");
   app.add_option("--batch", batch, "sequences per batch")->check(apps::at_least(1));
   app.add_option("--seq", seq, "tokens per sequence")->check(apps::at_least(1));
   app.add_option("--iters", iters, "timed iterations (after 2 warm-up ones)")->check(apps::at_least(1));
@@ -30,25 +38,30 @@ int main(int argc, char** argv) {
   if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
   try {
     if (threads > 0) omp_set_num_threads(threads);
-    nn::BertConfig cfg = nn::BertConfig::from_file(model_dir + "/config.json");
+    if (model_dir.empty() == config_file.empty()) throw Error("give one of --model or --config");
+    Device dev = Device::parse(device);
+    set_cuda_tf32(tf32);
+    nn::BertConfig cfg = nn::BertConfig::from_file(config_file.empty() ? model_dir + "/config.json" : config_file);
     cfg.num_labels = 2;
     Generator init(0), data(1), dropout(2);
     nn::BertForSequenceClassification model(cfg, init);
-    nn::load_pretrained(model, model_dir, true);
+    if (!model_dir.empty()) nn::load_pretrained(model, model_dir, true);
+    model.to(dev);
     Tensor ids = Tensor::from_vector(std::vector<int64_t>(batch * seq), {batch, seq});
     {
       auto* p = ids.data<int64_t>();
       for (int64_t i = 0; i < batch * seq; ++i) p[i] = 1000 + static_cast<int64_t>(data.next_below(20000));
     }
-    Tensor mask = Tensor::ones({batch, seq}, DType::i64);
-    Tensor labels = Tensor::zeros({batch}, DType::i64);
+    ids = ids.to(dev);
+    Tensor mask = Tensor::ones({batch, seq}, DType::i64, dev);
+    Tensor labels = Tensor::zeros({batch}, DType::i64, dev);
     nn::AdamW opt(nn::decay_groups(model.named_parameters(), 2e-5, 0.01));
     auto step = [&] {
       if (mode == "forward") {
         NoGradGuard ng;
         model.eval();
         Variable logits = model.forward(ids, Tensor(), mask);
-        return logits.data().to_vector<float>()[0];
+        return logits.data().to_vector<float>()[0];  // to the host: waits for the device
       }
       model.train();
       nn::ForwardContext ctx{&dropout};
@@ -63,9 +76,11 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iters; ++i) step();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
-    std::printf("{\"impl\": \"lopper\", \"mode\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, "
+    std::printf("{\"impl\": \"lopper\", \"device\": \"%s\", \"tf32\": %s, \"hidden\": %lld, \"layers\": %lld, "
+                "\"mode\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, "
                 "\"seconds_per_step\": %.4f, \"sentences_per_s\": %.1f, \"tokens_per_s\": %.0f}\n",
-                mode.c_str(), static_cast<long long>(batch), static_cast<long long>(seq), omp_get_max_threads(), secs,
+                dev.str().c_str(), tf32 ? "true" : "false", static_cast<long long>(cfg.hidden_size),
+                static_cast<long long>(cfg.num_hidden_layers), mode.c_str(), static_cast<long long>(batch), static_cast<long long>(seq), omp_get_max_threads(), secs,
                 batch / secs, batch * seq / secs);
   } catch (const std::exception& e) {
     return apps::report_error(app, e, verbose);

@@ -27,4 +27,10 @@ struct Device {
 bool cuda_built();
 int cuda_device_count();
 
+// Whether cuBLAS may run f32 GEMMs on TF32 tensor cores (10-bit mantissa inputs, f32
+// accumulation), as PyTorch's torch.backends.cuda.matmul.allow_tf32. Off by default: f32
+// means f32. Process-wide; no effect on the CPU or in a CPU-only build.
+void set_cuda_tf32(bool allow);
+bool cuda_tf32();
+
 }  // namespace lopper
