@@ -4,7 +4,15 @@
 // a profile says they pay (DESIGN.md rule 12).
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "core/backend.h"
@@ -26,13 +34,65 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::min<int64_t>(std::max<int64_t>(b, 1), 65535));
 }
 
-// Makes t's device current for the duration of a call.
+// LOPPER_CUDA_PROFILE=1: every entry point synchronizes before and after and adds its wall
+// time to a table printed to stderr at exit, so a step's device time can be read op by op
+// (no nsys on the lent GPU machines). Off, it costs one branch per call.
+class OpProfile {
+ public:
+  static OpProfile& get() {
+    static OpProfile p;
+    return p;
+  }
+  bool on() const { return on_; }
+  void add(const char* op, double seconds) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& e = table_[op];
+    e.first += seconds;
+    e.second += 1;
+  }
+  ~OpProfile() {
+    if (!on_ || table_.empty()) return;
+    std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(table_.begin(), table_.end());
+    std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
+    double total = 0;
+    for (auto& r : rows) total += r.second.first;
+    std::fprintf(stderr, "LOPPER_CUDA_PROFILE: %.3f s in backend calls\n%-22s %10s %8s %10s\n", total, "op", "seconds",
+                 "calls", "us/call");
+    for (auto& [name, e] : rows)
+      std::fprintf(stderr, "%-22s %10.4f %8lld %10.1f\n", name.c_str(), e.first, static_cast<long long>(e.second),
+                   1e6 * e.first / e.second);
+  }
+
+ private:
+  OpProfile() : on_(std::getenv("LOPPER_CUDA_PROFILE") != nullptr) {}
+  bool on_;
+  std::mutex mu_;
+  std::map<std::string, std::pair<double, int64_t>> table_;
+};
+
+struct OpTimer {
+  explicit OpTimer(const char* op) : op_(OpProfile::get().on() ? op : nullptr) {
+    if (!op_) return;
+    cudaDeviceSynchronize();
+    t0_ = std::chrono::steady_clock::now();
+  }
+  ~OpTimer() {
+    if (!op_) return;
+    cudaDeviceSynchronize();
+    OpProfile::get().add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+  }
+  const char* op_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+// Makes t's device current for the duration of a call (and times it under the profile).
 struct DeviceGuard {
-  explicit DeviceGuard(const Tensor& t) {
+  DeviceGuard(const Tensor& t, const char* op) : timer_(op) {
     LOPPER_CUDA_CHECK(cudaGetDevice(&prev_));
     if (t.device().index != prev_) LOPPER_CUDA_CHECK(cudaSetDevice(t.device().index));
   }
   ~DeviceGuard() { cudaSetDevice(prev_); }
+  OpTimer timer_;
   int prev_ = 0;
 };
 
@@ -143,60 +203,159 @@ __global__ void dropout_kernel(int64_t n, const T* x, T* y, float p, uint64_t se
 
 // ---- reductions and rows: one thread per output / row, same arithmetic as the CPU ----
 
+// A reduction over (outer, n, inner) in two passes: pass 1 gives each block one chunk of the
+// reduced rows for BX outputs (BX = 32 adjacent columns where inner allows, so loads are
+// coalesced; else 1) and reduces its BY threads' partials in a fixed tree; pass 2 combines
+// the chunks of each output in order. Sums differ from the CPU's in order only; max and min
+// keep the first of equal values, as the CPU does (the arg breaks ties).
 template <class T>
-__global__ void reduce_kernel(ReduceOp op, const T* x, int64_t outer, int64_t n, int64_t inner, T* out, int64_t* idx) {
-  LOPPER_GRID_LOOP(t, outer * inner) {
-    int64_t o = t / inner, i = t % inner;
-    const T* base = x + o * n * inner + i;
-    if (n == 0) { out[t] = T(0); continue; }
-    T acc = base[0];
-    int64_t arg = 0;
-    for (int64_t r = 1; r < n; ++r) {
-      T v = base[r * inner];
-      if (op == ReduceOp::max) { if (v > acc) { acc = v; arg = r; } }
-      else if (op == ReduceOp::min) { if (v < acc) { acc = v; arg = r; } }
-      else acc += v;
+struct Partial {
+  T v;
+  int64_t i;  // the arg for max/min; -1: empty
+};
+
+template <class T>
+__device__ Partial<T> combine(ReduceOp op, Partial<T> a, Partial<T> b) {
+  if (b.i < 0) return a;
+  if (a.i < 0) return b;
+  if (op == ReduceOp::max) return (b.v > a.v || (b.v == a.v && b.i < a.i)) ? b : a;
+  if (op == ReduceOp::min) return (b.v < a.v || (b.v == a.v && b.i < a.i)) ? b : a;
+  return {a.v + b.v, a.i};
+}
+
+// grid (ceil(inner / BX), min(outer, 65535), chunks), block (BX, BY), BX * BY = 256.
+// Writes (outer * inner, chunks) partials, or the final values when chunks == 1.
+template <class T>
+__global__ void reduce_chunks_kernel(ReduceOp op, const T* x, int64_t outer, int64_t n, int64_t inner, int64_t len,
+                                     T* pv, int64_t* pi, bool final, T* out, int64_t* idx) {
+  __shared__ Partial<T> sh[256];
+  const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
+  const int64_t i = blockIdx.x * static_cast<int64_t>(bx) + tx;
+  const int64_t chunk = blockIdx.z, chunks = gridDim.z;
+  const int64_t r0 = chunk * len, r1 = min(n, r0 + len);
+  for (int64_t o = blockIdx.y; o < outer; o += gridDim.y) {
+    Partial<T> acc{T(0), -1};
+    if (i < inner)
+      for (int64_t r = r0 + ty; r < r1; r += by) acc = combine(op, acc, Partial<T>{x[(o * n + r) * inner + i], r});
+    sh[ty * bx + tx] = acc;
+    __syncthreads();
+    for (int s = by / 2; s > 0; s /= 2) {
+      if (ty < s) sh[ty * bx + tx] = combine(op, sh[ty * bx + tx], sh[(ty + s) * bx + tx]);
+      __syncthreads();
     }
-    if (op == ReduceOp::mean) acc /= T(n);
-    out[t] = acc;
-    if (idx) idx[t] = arg;
+    if (ty == 0 && i < inner) {
+      Partial<T> p = sh[tx];
+      int64_t t = o * inner + i;
+      if (final) {
+        out[t] = op == ReduceOp::mean ? p.v / T(n) : p.v;
+        if (idx) idx[t] = p.i;
+      } else {
+        pv[t * chunks + chunk] = p.v;
+        pi[t * chunks + chunk] = p.i;
+      }
+    }
+    __syncthreads();
   }
 }
 
 template <class T>
+__global__ void reduce_combine_kernel(ReduceOp op, int64_t outputs, int64_t chunks, int64_t n, const T* pv,
+                                      const int64_t* pi, T* out, int64_t* idx) {
+  LOPPER_GRID_LOOP(t, outputs) {
+    Partial<T> acc{T(0), -1};
+    for (int64_t c = 0; c < chunks; ++c) acc = combine(op, acc, Partial<T>{pv[t * chunks + c], pi[t * chunks + c]});
+    out[t] = op == ReduceOp::mean ? acc.v / T(n) : acc.v;
+    if (idx) idx[t] = acc.i;
+  }
+}
+
+// Rows: one warp per row (the row math of core/kernels/rows.h with Warp lanes).
+struct Warp {
+  static constexpr int64_t kStride = 32;
+  __device__ int64_t lane() const { return threadIdx.x & 31; }
+  __device__ bool leader() const { return (threadIdx.x & 31) == 0; }
+  template <class T> __device__ T sum(T v) const {
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+  }
+  template <class T> __device__ T max(T v) const {
+    for (int o = 16; o > 0; o /= 2) {
+      T u = __shfl_xor_sync(0xffffffffu, v, o);
+      v = v > u ? v : u;
+    }
+    return v;
+  }
+};
+
+// Every lane of a warp takes the same rows, so the shuffles see all 32 lanes.
+#define LOPPER_WARP_ROW_LOOP(r, rows)                                                              \
+  for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; r < (rows); \
+       r += static_cast<int64_t>(blockDim.x) * gridDim.x / 32)
+
+int blocks_for_rows(int64_t rows) { return blocks_for(rows * 32); }
+
+template <class T>
 __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t n, bool log_space) {
-  LOPPER_GRID_LOOP(r, rows) softmax_row(x + r * n, y + r * n, n, log_space);
+  LOPPER_WARP_ROW_LOOP(r, rows) softmax_row(x + r * n, y + r * n, n, log_space, Warp{});
 }
 
 template <class T>
 __global__ void softmax_backward_kernel(const T* y, const T* gy, T* gx, int64_t rows, int64_t n, bool log_space) {
-  LOPPER_GRID_LOOP(r, rows) softmax_backward_row(y + r * n, gy + r * n, gx + r * n, n, log_space);
+  LOPPER_WARP_ROW_LOOP(r, rows) softmax_backward_row(y + r * n, gy + r * n, gx + r * n, n, log_space, Warp{});
 }
 
 template <class T>
 __global__ void layer_norm_kernel(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows,
                                   int64_t n, T eps) {
-  LOPPER_GRID_LOOP(r, rows) layer_norm_row(x + r * n, w, b, y + r * n, n, eps, mean + r, rstd + r);
+  LOPPER_WARP_ROW_LOOP(r, rows) layer_norm_row(x + r * n, w, b, y + r * n, n, eps, mean + r, rstd + r, Warp{});
 }
 
 template <class T>
 __global__ void layer_norm_backward_kernel(const T* x, const T* w, const T* gy, const T* mean, const T* rstd,
                                            T* gx, int64_t rows, int64_t n) {
-  LOPPER_GRID_LOOP(r, rows) layer_norm_backward_row(x + r * n, w, gy + r * n, mean[r], rstd[r], gx + r * n, n);
+  LOPPER_WARP_ROW_LOOP(r, rows)
+  layer_norm_backward_row(x + r * n, w, gy + r * n, mean[r], rstd[r], gx + r * n, n, Warp{});
+}
+
+// gw[c] = sum_r gy[r, c] (x[r, c] - mean[r]) rstd[r], gb[c] = sum_r gy[r, c]: block (32, 8)
+// over 32 columns and one chunk of rows, tree over the 8, partials (chunk, c) summed in
+// chunk order by the second kernel.
+template <class T>
+__global__ void layer_norm_param_grad_kernel(const T* x, const T* gy, const T* mean, const T* rstd, T* pw, T* pb,
+                                             int64_t rows, int64_t n, int64_t len) {
+  __shared__ T sw[8][32], sb[8][32];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t c = blockIdx.x * 32 + tx, chunk = blockIdx.y;
+  const int64_t r0 = chunk * len, r1 = min(rows, r0 + len);
+  T aw = T(0), ab = T(0);
+  if (c < n)
+    for (int64_t r = r0 + ty; r < r1; r += 8) {
+      T g = gy[r * n + c];
+      aw += g * (x[r * n + c] - mean[r]) * rstd[r];
+      ab += g;
+    }
+  sw[ty][tx] = aw;
+  sb[ty][tx] = ab;
+  __syncthreads();
+  for (int s = 4; s > 0; s /= 2) {
+    if (ty < s) {
+      sw[ty][tx] += sw[ty + s][tx];
+      sb[ty][tx] += sb[ty + s][tx];
+    }
+    __syncthreads();
+  }
+  if (ty == 0 && c < n) {
+    pw[chunk * n + c] = sw[0][tx];
+    pb[chunk * n + c] = sb[0][tx];
+  }
 }
 
 template <class T>
-__global__ void layer_norm_param_grad_kernel(const T* x, const T* gy, const T* mean, const T* rstd, T* gw, T* gb,
-                                             int64_t rows, int64_t n) {
+__global__ void sum_chunks_kernel(const T* p, int64_t chunks, int64_t n, T* out) {
   LOPPER_GRID_LOOP(c, n) {
-    T sw = T(0), sb = T(0);
-    for (int64_t r = 0; r < rows; ++r) {
-      T g = gy[r * n + c];
-      sw += g * (x[r * n + c] - mean[r]) * rstd[r];
-      sb += g;
-    }
-    gw[c] = sw;
-    gb[c] = sb;
+    T acc = T(0);
+    for (int64_t k = 0; k < chunks; ++k) acc += p[k * n + c];
+    out[c] = acc;
   }
 }
 
@@ -256,6 +415,8 @@ void check_indices(const Tensor& idx, int64_t n, const char* op) {
   for (int64_t x : v) LOPPER_CHECK(x >= 0 && x < n, "[", op, "] index ", x, " out of range [0, ", n, ")");
 }
 
+std::atomic<bool> g_tf32{false};
+
 cublasHandle_t cublas_handle(int device) {
   static thread_local std::vector<cublasHandle_t> handles;
   if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
@@ -280,8 +441,11 @@ bool built() { return true; }
 bool available() { return device_count() > 0; }
 
 void synchronize() { LOPPER_CUDA_CHECK(cudaDeviceSynchronize()); }
+void set_tf32(bool allow) { g_tf32 = allow; }
+bool tf32() { return g_tf32; }
 
 void copy_between_devices(const Tensor& src, const Tensor& dst) {
+  OpTimer timer(src.device().is_cpu() ? "copy_to_device" : dst.device().is_cpu() ? "copy_to_host" : "copy_peer");
   size_t bytes = static_cast<size_t>(src.numel()) * src.itemsize();
   LOPPER_CHECK(bytes == static_cast<size_t>(dst.numel()) * dst.itemsize(), "[cuda copy] size mismatch");
   if (bytes == 0) return;
@@ -297,7 +461,7 @@ void copy_between_devices(const Tensor& src, const Tensor& dst) {
 // ---- elementwise ----
 
 void unary(UnaryOp op, UnaryParams p, const Tensor& x, const Tensor& y) {
-  DeviceGuard g(y);
+  DeviceGuard g(y, "unary");
   auto ix = indexer_for<2>({&y, &x});
   int64_t n = y.numel();
   dispatch_float(x.dtype(), "unary", [&](auto tag) {
@@ -310,7 +474,7 @@ void unary(UnaryOp op, UnaryParams p, const Tensor& x, const Tensor& y) {
 }
 
 void unary_backward(UnaryOp op, UnaryParams p, const Tensor& saved, const Tensor& gy, const Tensor& gx) {
-  DeviceGuard g(gx);
+  DeviceGuard g(gx, "unary_backward");
   auto ix = indexer_for<3>({&gx, &saved, &gy});
   int64_t n = gx.numel();
   dispatch_float(gy.dtype(), "unary_backward", [&](auto tag) {
@@ -323,7 +487,7 @@ void unary_backward(UnaryOp op, UnaryParams p, const Tensor& saved, const Tensor
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  DeviceGuard g(out);
+  DeviceGuard g(out, "binary");
   auto ix = indexer_for<3>({&out, &a, &b});
   int64_t n = out.numel();
   dispatch_float(out.dtype(), "binary", [&](auto tag) {
@@ -337,7 +501,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
 
 void binary_backward(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& gy, const Tensor& ga,
                      const Tensor& gb) {
-  DeviceGuard g(gy);
+  DeviceGuard g(gy, "binary_backward");
   int64_t n = gy.numel();
   dispatch_float(gy.dtype(), "binary_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -355,7 +519,7 @@ void binary_backward(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor
 }
 
 void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  DeviceGuard g(out);
+  DeviceGuard g(out, "compare");
   auto ix = indexer_for<3>({&out, &a, &b});
   int64_t n = out.numel();
   dispatch_all(a.dtype(), "compare", [&](auto tag) {
@@ -366,7 +530,7 @@ void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) 
 }
 
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
-  DeviceGuard g(out);
+  DeviceGuard g(out, "where");
   auto ix = indexer_for<4>({&out, &cond, &a, &b});
   int64_t n = out.numel();
   dispatch_all(out.dtype(), "where", [&](auto tag) {
@@ -377,7 +541,7 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
 }
 
 void copy(const Tensor& src, const Tensor& dst) {
-  DeviceGuard g(dst);
+  DeviceGuard g(dst, "copy");
   int64_t n = dst.numel();
   if (n == 0) return;
   if (src.dtype() == dst.dtype() && src.is_contiguous() && dst.is_contiguous()) {
@@ -396,7 +560,7 @@ void copy(const Tensor& src, const Tensor& dst) {
 }
 
 void fill(const Tensor& dst, double value) {
-  DeviceGuard g(dst);
+  DeviceGuard g(dst, "fill");
   auto ix = indexer_for<1>({&dst});
   int64_t n = dst.numel();
   dispatch_all(dst.dtype(), "fill", [&](auto tag) {
@@ -407,7 +571,7 @@ void fill(const Tensor& dst, double value) {
 }
 
 void random(RandomKind kind, double a, double b, uint64_t seed, uint64_t offset, const Tensor& dst) {
-  DeviceGuard g(dst);
+  DeviceGuard g(dst, "random");
   int64_t n = dst.numel();
   dispatch_float(dst.dtype(), "random", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -417,7 +581,7 @@ void random(RandomKind kind, double a, double b, uint64_t seed, uint64_t offset,
 }
 
 void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t offset) {
-  DeviceGuard g(y);
+  DeviceGuard g(y, "dropout");
   int64_t n = x.numel();
   dispatch_float(x.dtype(), "dropout", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -430,42 +594,68 @@ void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t 
 
 void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out,
             const Tensor& indices) {
-  DeviceGuard g(out);
+  DeviceGuard g(out, "reduce");
+  if (n == 0) {
+    fill(out, 0.0);
+    return;
+  }
+  const int bx = inner >= 32 ? 32 : 1, by = kThreads / bx;
+  const int64_t col_blocks = (inner + bx - 1) / bx, row_blocks = std::min<int64_t>(outer, 65535);
+  // Enough chunks for ~4 blocks per SM of an H100 where the outputs alone give fewer,
+  // each chunk at least 16 rows per thread.
+  int64_t chunks = 1;
+  if (col_blocks * row_blocks < 528)
+    chunks = std::clamp<int64_t>(std::min((n + 16 * by - 1) / (16 * by), 528 / (col_blocks * row_blocks)), 1, 65535);
+  const int64_t len = (n + chunks - 1) / chunks;
+  chunks = (n + len - 1) / len;
+  dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(row_blocks), static_cast<unsigned>(chunks));
+  dim3 block(bx, by);
+  int64_t* idx = indices.defined() ? indices.data<int64_t>() : nullptr;
   dispatch_float(x.dtype(), "reduce", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    reduce_kernel<<<blocks_for(outer * inner), kThreads>>>(op, x.data<T>(), outer, n, inner, out.data<T>(),
-                                                           indices.defined() ? indices.data<int64_t>() : nullptr);
+    if (chunks == 1) {
+      reduce_chunks_kernel<<<grid, block>>>(op, x.data<T>(), outer, n, inner, len, static_cast<T*>(nullptr),
+                                            static_cast<int64_t*>(nullptr), true, out.data<T>(), idx);
+      return;
+    }
+    Tensor pv = Tensor::empty({outer * inner * chunks}, x.dtype(), out.device());
+    Tensor pi = Tensor::empty({outer * inner * chunks}, DType::i64, out.device());
+    reduce_chunks_kernel<<<grid, block>>>(op, x.data<T>(), outer, n, inner, len, pv.data<T>(), pi.data<int64_t>(),
+                                          false, static_cast<T*>(nullptr), static_cast<int64_t*>(nullptr));
+    LOPPER_CUDA_LAUNCH_CHECK();
+    reduce_combine_kernel<<<blocks_for(outer * inner), kThreads>>>(op, outer * inner, chunks, n, pv.data<T>(),
+                                                                   pi.data<int64_t>(), out.data<T>(), idx);
   });
   LOPPER_CUDA_LAUNCH_CHECK();
 }
 
 void softmax(const Tensor& x, const Tensor& y, bool log_space) {
-  DeviceGuard g(y);
+  DeviceGuard g(y, "softmax");
   int64_t n = x.size(-1), rows = x.numel() / n;
   dispatch_float(x.dtype(), "softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    softmax_kernel<<<blocks_for(rows), kThreads>>>(x.data<T>(), y.data<T>(), rows, n, log_space);
+    softmax_kernel<<<blocks_for_rows(rows), kThreads>>>(x.data<T>(), y.data<T>(), rows, n, log_space);
   });
   LOPPER_CUDA_LAUNCH_CHECK();
 }
 
 void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, bool log_space) {
-  DeviceGuard g(gx);
+  DeviceGuard g(gx, "softmax_backward");
   int64_t n = y.size(-1), rows = y.numel() / n;
   dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    softmax_backward_kernel<<<blocks_for(rows), kThreads>>>(y.data<T>(), gy.data<T>(), gx.data<T>(), rows, n, log_space);
+    softmax_backward_kernel<<<blocks_for_rows(rows), kThreads>>>(y.data<T>(), gy.data<T>(), gx.data<T>(), rows, n, log_space);
   });
   LOPPER_CUDA_LAUNCH_CHECK();
 }
 
 void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& y, const Tensor& mean,
                 const Tensor& rstd) {
-  DeviceGuard g(y);
+  DeviceGuard g(y, "layer_norm");
   int64_t n = x.size(-1), rows = x.numel() / n;
   dispatch_float(x.dtype(), "layer_norm", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    layer_norm_kernel<<<blocks_for(rows), kThreads>>>(x.data<T>(), w.data<T>(), b.data<T>(), y.data<T>(),
+    layer_norm_kernel<<<blocks_for_rows(rows), kThreads>>>(x.data<T>(), w.data<T>(), b.data<T>(), y.data<T>(),
                                                       mean.data<T>(), rstd.data<T>(), rows, n, T(eps));
   });
   LOPPER_CUDA_LAUNCH_CHECK();
@@ -473,20 +663,27 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, c
 
 void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& gy, const Tensor& mean, const Tensor& rstd,
                          const Tensor& gx, const Tensor& gw, const Tensor& gb) {
-  DeviceGuard g(gx);
+  DeviceGuard g(gx, "layer_norm_backward");
   int64_t n = x.size(-1), rows = x.numel() / n;
   dispatch_float(x.dtype(), "layer_norm_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    layer_norm_backward_kernel<<<blocks_for(rows), kThreads>>>(x.data<T>(), w.data<T>(), gy.data<T>(), mean.data<T>(),
+    layer_norm_backward_kernel<<<blocks_for_rows(rows), kThreads>>>(x.data<T>(), w.data<T>(), gy.data<T>(), mean.data<T>(),
                                                                rstd.data<T>(), gx.data<T>(), rows, n);
-    layer_norm_param_grad_kernel<<<blocks_for(n), kThreads>>>(x.data<T>(), gy.data<T>(), mean.data<T>(),
-                                                              rstd.data<T>(), gw.data<T>(), gb.data<T>(), rows, n);
+    const int64_t col_blocks = (n + 31) / 32;
+    int64_t chunks = std::clamp<int64_t>(std::min<int64_t>((rows + 63) / 64, 528 / col_blocks), 1, 65535);
+    const int64_t len = (rows + chunks - 1) / chunks;
+    chunks = std::max<int64_t>((rows + len - 1) / len, 1);
+    Tensor pw = Tensor::empty({chunks, n}, x.dtype(), x.device()), pb = Tensor::empty({chunks, n}, x.dtype(), x.device());
+    layer_norm_param_grad_kernel<<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8)>>>(
+        x.data<T>(), gy.data<T>(), mean.data<T>(), rstd.data<T>(), pw.data<T>(), pb.data<T>(), rows, n, len);
+    sum_chunks_kernel<<<blocks_for(n), kThreads>>>(pw.data<T>(), chunks, n, gw.data<T>());
+    sum_chunks_kernel<<<blocks_for(n), kThreads>>>(pb.data<T>(), chunks, n, gb.data<T>());
   });
   LOPPER_CUDA_LAUNCH_CHECK();
 }
 
 void topk(const Tensor& x, int64_t k, bool largest, const Tensor& values, const Tensor& indices) {
-  DeviceGuard g(values);
+  DeviceGuard g(values, "topk");
   int64_t n = x.size(-1), rows = x.numel() / n;
   dispatch_float(x.dtype(), "topk", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -499,7 +696,7 @@ void topk(const Tensor& x, int64_t k, bool largest, const Tensor& values, const 
 // ---- indexing ----
 
 void index_select(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
-  DeviceGuard g(out);
+  DeviceGuard g(out, "index_select");
   check_indices(idx, n, "index_select");
   int64_t m = idx.numel();
   dispatch_all(x.dtype(), "index_select", [&](auto tag) {
@@ -514,7 +711,7 @@ void index_select(const Tensor& x, int64_t outer, int64_t n, int64_t inner, cons
 }
 
 void index_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
-  DeviceGuard g(out);
+  DeviceGuard g(out, "index_add");
   check_indices(idx, n, "index_add");
   int64_t m = idx.numel();
   dispatch_float(src.dtype(), "index_add", [&](auto tag) {
@@ -529,7 +726,7 @@ void index_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, const
 }
 
 void gather(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
-  DeviceGuard g(out);
+  DeviceGuard g(out, "gather");
   check_indices(idx, n, "gather");
   int64_t m = idx.numel() / std::max<int64_t>(outer * inner, 1);
   dispatch_all(x.dtype(), "gather", [&](auto tag) {
@@ -544,7 +741,7 @@ void gather(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tens
 }
 
 void scatter_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
-  DeviceGuard g(out);
+  DeviceGuard g(out, "scatter_add");
   check_indices(idx, n, "scatter_add");
   int64_t m = idx.numel() / std::max<int64_t>(outer * inner, 1);
   dispatch_float(src.dtype(), "scatter_add", [&](auto tag) {
@@ -561,33 +758,67 @@ void scatter_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, con
 // ---- GEMM ----
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
 
+// Two batch levels (attention's (batch, head) views of (batch, token, head, dim)): one
+// pointer-array call for all outer * batch products instead of a strided call per outer
+// index; the pointers are computed on the device, so nothing waits on the host.
+__global__ void gemm_pointers_kernel(int64_t count, int64_t batch, int64_t item, const char* a, int64_t osa,
+                                     int64_t sa, const char* b, int64_t osb, int64_t sb, char* c, int64_t osc,
+                                     int64_t sc, const void** pa, const void** pb, void** pc) {
+  LOPPER_GRID_LOOP(k, count) {
+    int64_t o = k / batch, j = k % batch;
+    pa[k] = a + (o * osa + j * sa) * item;
+    pb[k] = b + (o * osb + j * sb) * item;
+    pc[k] = c + (o * osc + j * sc) * item;
+  }
+}
+
 void gemm(const GemmArgs& g, const Tensor& a, const Tensor& b, const Tensor& c) {
   if (g.m == 0 || g.n == 0 || g.batch == 0 || g.outer == 0) return;
-  DeviceGuard dg(c);
+  DeviceGuard dg(c, "gemm");
+  LOPPER_CHECK(c.dtype() == DType::f32 || c.dtype() == DType::f64, "[gemm] cuda supports f32 and f64, got ",
+               dtype_name(c.dtype()));
   cublasHandle_t h = cublas_handle(c.device().index);
   cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  for (int64_t o = 0; o < g.outer; ++o) {  // one strided-batched call per outer batch
-    if (c.dtype() == DType::f32) {
-      float alpha = static_cast<float>(g.alpha), beta = static_cast<float>(g.beta);
-      LOPPER_CUBLAS_CHECK(cublasSgemmStridedBatched(
-          h, tb, ta, g.n, g.m, g.k, &alpha, b.data<float>() + o * g.outer_stride_b, g.ldb, g.stride_b,
-          a.data<float>() + o * g.outer_stride_a, g.lda, g.stride_a, &beta, c.data<float>() + o * g.outer_stride_c,
-          g.ldc, g.stride_c, g.batch));
-    } else if (c.dtype() == DType::f64) {
-      double alpha = g.alpha, beta = g.beta;
-      LOPPER_CUBLAS_CHECK(cublasDgemmStridedBatched(
-          h, tb, ta, g.n, g.m, g.k, &alpha, b.data<double>() + o * g.outer_stride_b, g.ldb, g.stride_b,
-          a.data<double>() + o * g.outer_stride_a, g.lda, g.stride_a, &beta, c.data<double>() + o * g.outer_stride_c,
-          g.ldc, g.stride_c, g.batch));
+  const bool f32 = c.dtype() == DType::f32;
+  LOPPER_CUBLAS_CHECK(cublasSetMathMode(h, g_tf32 && f32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  float alpha_f = static_cast<float>(g.alpha), beta_f = static_cast<float>(g.beta);
+  double alpha_d = g.alpha, beta_d = g.beta;
+  if (g.outer > 1) {
+    const int64_t count = g.outer * g.batch;
+    Tensor ptrs = Tensor::empty({3 * count}, DType::i64, c.device());
+    auto** p = reinterpret_cast<void**>(ptrs.raw_data());
+    gemm_pointers_kernel<<<blocks_for(count), kThreads>>>(
+        count, g.batch, c.itemsize(), static_cast<const char*>(a.raw_data()), g.outer_stride_a, g.stride_a,
+        static_cast<const char*>(b.raw_data()), g.outer_stride_b, g.stride_b, static_cast<char*>(c.raw_data()),
+        g.outer_stride_c, g.stride_c, const_cast<const void**>(p), const_cast<const void**>(p + count), p + 2 * count);
+    LOPPER_CUDA_LAUNCH_CHECK();
+    if (f32) {
+      LOPPER_CUBLAS_CHECK(cublasSgemmBatched(h, tb, ta, g.n, g.m, g.k, &alpha_f,
+                                             reinterpret_cast<const float* const*>(p + count), g.ldb,
+                                             reinterpret_cast<const float* const*>(p), g.lda, &beta_f,
+                                             reinterpret_cast<float* const*>(p + 2 * count), g.ldc, count));
     } else {
-      LOPPER_FAIL("[gemm] cuda supports f32 and f64, got ", dtype_name(c.dtype()));
+      LOPPER_CUBLAS_CHECK(cublasDgemmBatched(h, tb, ta, g.n, g.m, g.k, &alpha_d,
+                                             reinterpret_cast<const double* const*>(p + count), g.ldb,
+                                             reinterpret_cast<const double* const*>(p), g.lda, &beta_d,
+                                             reinterpret_cast<double* const*>(p + 2 * count), g.ldc, count));
     }
+    return;
+  }
+  if (f32) {
+    LOPPER_CUBLAS_CHECK(cublasSgemmStridedBatched(h, tb, ta, g.n, g.m, g.k, &alpha_f, b.data<float>(), g.ldb,
+                                                  g.stride_b, a.data<float>(), g.lda, g.stride_a, &beta_f,
+                                                  c.data<float>(), g.ldc, g.stride_c, g.batch));
+  } else {
+    LOPPER_CUBLAS_CHECK(cublasDgemmStridedBatched(h, tb, ta, g.n, g.m, g.k, &alpha_d, b.data<double>(), g.ldb,
+                                                  g.stride_b, a.data<double>(), g.lda, g.stride_a, &beta_d,
+                                                  c.data<double>(), g.ldc, g.stride_c, g.batch));
   }
 }
 
 void adamw(const AdamWStep& s, const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v) {
-  DeviceGuard dg(p);
+  DeviceGuard dg(p, "adamw");
   int64_t n = p.numel();
   adamw_kernel<<<blocks_for(n), kThreads>>>(n, s, p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>());
   LOPPER_CUDA_LAUNCH_CHECK();

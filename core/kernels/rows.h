@@ -1,6 +1,8 @@
 // Row math shared by both backends: softmax, log-softmax, layer norm, top-k and the
-// reduction accumulators. A row is contiguous; the CPU gives each thread whole rows, the
-// CUDA backend gives each row to one thread (simple, correct, and the same arithmetic).
+// reduction accumulators. A row is contiguous. Each row function takes who walks the row:
+// `Serial` (the CPU: one thread, elements in order, its reductions the identity) or the
+// CUDA backend's `Warp` (32 lanes, lane l takes elements l, l + 32, ..., and the partial
+// sums meet by shuffles). The arithmetic is written once; only the order of sums differs.
 #pragma once
 #include <cstdint>
 
@@ -8,79 +10,92 @@
 
 namespace lopper::kernels {
 
+struct Serial {
+  static constexpr int64_t kStride = 1;
+  LOPPER_HOST_DEVICE int64_t lane() const { return 0; }
+  LOPPER_HOST_DEVICE bool leader() const { return true; }
+  template <class T> LOPPER_HOST_DEVICE T sum(T v) const { return v; }
+  template <class T> LOPPER_HOST_DEVICE T max(T v) const { return v; }
+};
+
 // y = softmax(x) over n elements; with `log`, y = log_softmax(x).
-template <class T>
-LOPPER_HOST_DEVICE void softmax_row(const T* x, T* y, int64_t n, bool log_space) {
+template <class T, class L = Serial>
+LOPPER_HOST_DEVICE void softmax_row(const T* x, T* y, int64_t n, bool log_space, L lanes = {}) {
   T mx = x[0];
   LOPPER_SIMD_MAX(mx)
-  for (int64_t i = 1; i < n; ++i) mx = mx > x[i] ? mx : x[i];
+  for (int64_t i = lanes.lane(); i < n; i += L::kStride) mx = mx > x[i] ? mx : x[i];
+  mx = lanes.max(mx);
   T sum = T(0);
   if (log_space) {
     LOPPER_SIMD_SUM(sum)
-    for (int64_t i = 0; i < n; ++i) sum += k_exp(x[i] - mx);
-    T lse = mx + k_log(sum);
+    for (int64_t i = lanes.lane(); i < n; i += L::kStride) sum += k_exp(x[i] - mx);
+    T lse = mx + k_log(lanes.sum(sum));
     LOPPER_SIMD
-    for (int64_t i = 0; i < n; ++i) y[i] = x[i] - lse;
+    for (int64_t i = lanes.lane(); i < n; i += L::kStride) y[i] = x[i] - lse;
   } else {
     LOPPER_SIMD_SUM(sum)
-    for (int64_t i = 0; i < n; ++i) { y[i] = k_exp(x[i] - mx); sum += y[i]; }
-    T inv = T(1) / sum;
+    for (int64_t i = lanes.lane(); i < n; i += L::kStride) { y[i] = k_exp(x[i] - mx); sum += y[i]; }
+    T inv = T(1) / lanes.sum(sum);
     LOPPER_SIMD
-    for (int64_t i = 0; i < n; ++i) y[i] *= inv;
+    for (int64_t i = lanes.lane(); i < n; i += L::kStride) y[i] *= inv;
   }
 }
 
 // softmax: gx = y * (gy - <gy, y>);  log_softmax: gx = gy - exp(y) * sum(gy).
-template <class T>
-LOPPER_HOST_DEVICE void softmax_backward_row(const T* y, const T* gy, T* gx, int64_t n, bool log_space) {
+template <class T, class L = Serial>
+LOPPER_HOST_DEVICE void softmax_backward_row(const T* y, const T* gy, T* gx, int64_t n, bool log_space, L lanes = {}) {
   T acc = T(0);
   if (log_space) {
     LOPPER_SIMD_SUM(acc)
-    for (int64_t i = 0; i < n; ++i) acc += gy[i];
+    for (int64_t i = lanes.lane(); i < n; i += L::kStride) acc += gy[i];
+    acc = lanes.sum(acc);
     LOPPER_SIMD
-    for (int64_t i = 0; i < n; ++i) gx[i] = gy[i] - k_exp(y[i]) * acc;
+    for (int64_t i = lanes.lane(); i < n; i += L::kStride) gx[i] = gy[i] - k_exp(y[i]) * acc;
   } else {
     LOPPER_SIMD_SUM(acc)
-    for (int64_t i = 0; i < n; ++i) acc += gy[i] * y[i];
+    for (int64_t i = lanes.lane(); i < n; i += L::kStride) acc += gy[i] * y[i];
+    acc = lanes.sum(acc);
     LOPPER_SIMD
-    for (int64_t i = 0; i < n; ++i) gx[i] = y[i] * (gy[i] - acc);
+    for (int64_t i = lanes.lane(); i < n; i += L::kStride) gx[i] = y[i] * (gy[i] - acc);
   }
 }
 
 // y = (x - mean) * rstd * w + b over n elements; saves mean and rstd for the backward.
-template <class T>
+template <class T, class L = Serial>
 LOPPER_HOST_DEVICE void layer_norm_row(const T* x, const T* w, const T* b, T* y, int64_t n,
-                                       T eps, T* mean_out, T* rstd_out) {
+                                       T eps, T* mean_out, T* rstd_out, L lanes = {}) {
   T mean = T(0);
   LOPPER_SIMD_SUM(mean)
-  for (int64_t i = 0; i < n; ++i) mean += x[i];
-  mean /= T(n);
+  for (int64_t i = lanes.lane(); i < n; i += L::kStride) mean += x[i];
+  mean = lanes.sum(mean) / T(n);
   T var = T(0);
   LOPPER_SIMD_SUM(var)
-  for (int64_t i = 0; i < n; ++i) { T d = x[i] - mean; var += d * d; }
-  var /= T(n);
+  for (int64_t i = lanes.lane(); i < n; i += L::kStride) { T d = x[i] - mean; var += d * d; }
+  var = lanes.sum(var) / T(n);
   T rstd = T(1) / k_sqrt(var + eps);
   LOPPER_SIMD
-  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * rstd * w[i] + b[i];
-  *mean_out = mean;
-  *rstd_out = rstd;
+  for (int64_t i = lanes.lane(); i < n; i += L::kStride) y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+  if (lanes.leader()) {
+    *mean_out = mean;
+    *rstd_out = rstd;
+  }
 }
 
 // gx for one row: rstd * (g - mean(g) - xhat * mean(g * xhat)), with g = gy * w.
-template <class T>
+template <class T, class L = Serial>
 LOPPER_HOST_DEVICE void layer_norm_backward_row(const T* x, const T* w, const T* gy, T mean,
-                                                T rstd, T* gx, int64_t n) {
+                                                T rstd, T* gx, int64_t n, L lanes = {}) {
   T sum_g = T(0), sum_gx = T(0);
   LOPPER_SIMD_SUM2(sum_g, sum_gx)
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = lanes.lane(); i < n; i += L::kStride) {
     T g = gy[i] * w[i];
     T xhat = (x[i] - mean) * rstd;
     sum_g += g;
     sum_gx += g * xhat;
   }
-  T mg = sum_g / T(n), mgx = sum_gx / T(n);
+  T mg = lanes.sum(sum_g) / T(n), mgx = lanes.sum(sum_gx) / T(n);
   LOPPER_SIMD
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = lanes.lane(); i < n; i += L::kStride) {
     T xhat = (x[i] - mean) * rstd;
     gx[i] = rstd * (gy[i] * w[i] - mg - xhat * mgx);
   }

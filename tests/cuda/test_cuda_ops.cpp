@@ -162,6 +162,65 @@ TEST_F(CudaOps, AutogradStepOnTheDevice) {
   expect_close(wc.grad(), w.grad(), 1e-5);
 }
 
+// At the sizes of a training step the CUDA kernels take other paths than on the small
+// shapes above: reductions split the reduced dim into chunks, rows go to one warp each
+// (rows longer than 32, not a multiple of 32), attention GEMMs use pointer arrays.
+TEST_F(CudaOps, ReductionsAtTrainingSizes) {
+  Tensor big = randn({300001}, 22);
+  // A chunked sum differs from the CPU's in order only. Bound: a few ulps of the sum of
+  // magnitudes (|error| <= depth * eps * sum|x| for both summation trees), 1e-7 * sum|x|.
+  double magnitude = sum_all(abs(big)).item<double>();
+  EXPECT_NEAR(sum_all(big).item<double>(), sum_all(big.to(gpu)).item<double>(), 1e-7 * magnitude);
+  Tensor cols = randn({4096, 384}, 23);
+  expect_close(sum(cols, 0), sum(cols.to(gpu), 0), 1e-3);  // 4096 unit terms: |sum| ~ 64
+  expect_close(mean(cols, 0), mean(cols.to(gpu), 0), 1e-6);
+  // Ties (small integers): max and min keep the first index, as the CPU does.
+  Tensor ties = scale(randn({5000, 40}, 24), 3.0).to(DType::i64).to(DType::f32);
+  for (int64_t d : {0, 1}) {
+    auto [v, i] = max(ties, d);
+    auto [v2, i2] = max(ties.to(gpu), d);
+    expect_close(v, v2, 0.0);
+    EXPECT_EQ(i.to_vector<int64_t>(), i2.to_vector<int64_t>());
+    auto [w, j] = min(ties, d);
+    auto [w2, j2] = min(ties.to(gpu), d);
+    expect_close(w, w2, 0.0);
+    EXPECT_EQ(j.to_vector<int64_t>(), j2.to_vector<int64_t>());
+  }
+}
+
+TEST_F(CudaOps, RowsAtTrainingSizes) {
+  for (int64_t n : {int64_t{7}, int64_t{128}, int64_t{384}, int64_t{1000}}) {
+    SCOPED_TRACE(n);
+    Tensor x = scale(randn({300, n}, 25), 3.0), gy = randn({300, n}, 26);
+    expect_close(softmax(x), softmax(x.to(gpu)));
+    expect_close(log_softmax(x), log_softmax(x.to(gpu)), 1e-4);
+    Tensor y = softmax(x), ly = log_softmax(x);
+    expect_close(softmax_backward(y, gy, false), softmax_backward(y.to(gpu), gy.to(gpu), false));
+    expect_close(softmax_backward(ly, gy, true), softmax_backward(ly.to(gpu), gy.to(gpu), true), 1e-4);
+    Tensor w = randn({n}, 27), b = randn({n}, 28);
+    LayerNormOut c = layer_norm(x, w, b, 1e-12);
+    LayerNormOut g = layer_norm(x.to(gpu), w.to(gpu), b.to(gpu), 1e-12);
+    expect_close(c.y, g.y, 1e-4);
+    expect_close(c.mean, g.mean, 1e-5);
+    expect_close(c.rstd, g.rstd, 1e-5);
+    LayerNormGrads cg = layer_norm_backward(x, w, gy, c.mean, c.rstd);
+    LayerNormGrads gg = layer_norm_backward(x.to(gpu), w.to(gpu), gy.to(gpu), g.mean, g.rstd);
+    expect_close(cg.gx, gg.gx, 1e-4);
+    expect_close(cg.gw, gg.gw, 1e-3);  // sums of 300 unit terms
+    expect_close(cg.gb, gg.gb, 1e-3);
+  }
+}
+
+TEST_F(CudaOps, AttentionGemmsAtTrainingSizes) {
+  // (batch, token, head, dim) viewed as (batch, head, token, dim): two batch levels.
+  Tensor q = randn({4, 128, 12, 32}, 29).permute({0, 2, 1, 3});
+  Tensor k = randn({4, 128, 12, 32}, 30).permute({0, 2, 1, 3});
+  Tensor s = matmul(q, k, false, true);  // (4, 12, 128, 128)
+  expect_close(s, matmul(q.to(gpu), k.to(gpu), false, true), 1e-4);
+  expect_close(matmul(s, q), matmul(s.to(gpu), q.to(gpu)), 1e-3);  // sums of 128 products of ~|6|
+  expect_close(matmul(s, q, true, false), matmul(s.to(gpu), q.to(gpu), true, false), 1e-3);
+}
+
 TEST(CudaAvailability, CpuBuildReportsNoDeviceClearly) {
   if (cuda::available()) GTEST_SKIP() << "a CUDA device is present";
   EXPECT_EQ(cuda::device_count(), 0);
