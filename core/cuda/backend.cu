@@ -1,7 +1,8 @@
 // The CUDA backend: kernel templates over the same functors and row math as the CPU
-// (core/kernels), GEMM through cuBLAS. Kernels are plain grid-stride loops and one thread
-// per row: the aim is the CPU's exact arithmetic on the GPU; fusing and tuning come where
-// a profile says they pay (DESIGN.md rule 12).
+// (core/kernels), GEMM through cuBLAS. Elementwise kernels are grid-stride loops, rows are
+// one warp each, reductions go in two passes over chunks of the reduced dim: the CPU's
+// arithmetic in another order of sums. Where more tuning pays is measured with
+// LOPPER_CUDA_PROFILE and scripts/gpu_check.sh (docs/benchmarks.md, "On a GPU").
 #include <cublas_v2.h>
 
 #include <algorithm>
