@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -376,13 +377,19 @@ __global__ void index_select_kernel(const T* x, int64_t outer, int64_t n, int64_
   }
 }
 
-// One thread per (o, i) column walks idx in order: deterministic, no atomics.
-template <class T, class I>
-__global__ void index_add_kernel(const T* src, int64_t outer, int64_t n, int64_t inner, const I* idx, int64_t m,
+// index_add with the positions grouped by target row on the host (a stable sort of idx):
+// one thread per (o, target row, column) adds its positions' values in their original
+// order, so each sum is the CPU's, bit for bit, and no two threads write one element.
+template <class T>
+__global__ void index_add_kernel(const T* src, int64_t outer, int64_t n, int64_t inner, int64_t m,
+                                 const int64_t* order, const int64_t* rows, const int64_t* starts, int64_t targets,
                                  T* out) {
-  LOPPER_GRID_LOOP(t, outer * inner) {
-    int64_t o = t / inner, i = t % inner;
-    for (int64_t j = 0; j < m; ++j) out[(o * n + idx[j]) * inner + i] += src[(o * m + j) * inner + i];
+  LOPPER_GRID_LOOP(t, outer * targets * inner) {
+    int64_t o = t / (targets * inner), u = (t / inner) % targets, i = t % inner;
+    T* d = out + (o * n + rows[u]) * inner + i;
+    T acc = *d;
+    for (int64_t k = starts[u]; k < starts[u + 1]; ++k) acc += src[(o * m + order[k]) * inner + i];
+    *d = acc;
   }
 }
 
@@ -713,15 +720,31 @@ void index_select(const Tensor& x, int64_t outer, int64_t n, int64_t inner, cons
 
 void index_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
   DeviceGuard g(out, "index_add");
-  check_indices(idx, n, "index_add");
-  int64_t m = idx.numel();
+  std::vector<int64_t> ids = idx.to_vector<int64_t>();
+  for (int64_t x : ids) LOPPER_CHECK(x >= 0 && x < n, "[index_add] index ", x, " out of range [0, ", n, ")");
+  const int64_t m = static_cast<int64_t>(ids.size());
+  if (m == 0) return;
+  // plan = [order (m) | target rows (U) | starts (U + 1)]
+  std::vector<int64_t> order(m);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+  std::vector<int64_t> rows, starts;
+  for (int64_t k = 0; k < m; ++k)
+    if (k == 0 || ids[order[k]] != ids[order[k - 1]]) {
+      rows.push_back(ids[order[k]]);
+      starts.push_back(k);
+    }
+  starts.push_back(m);
+  const int64_t targets = static_cast<int64_t>(rows.size());
+  std::vector<int64_t> plan(order);
+  plan.insert(plan.end(), rows.begin(), rows.end());
+  plan.insert(plan.end(), starts.begin(), starts.end());
+  Tensor dplan = Tensor::from_vector(plan, {static_cast<int64_t>(plan.size())}).to(out.device());
+  const int64_t* p = dplan.data<int64_t>();
   dispatch_float(src.dtype(), "index_add", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    dispatch_index(idx.dtype(), "index_add", [&](auto itag) {
-      using I = typename decltype(itag)::type;
-      index_add_kernel<<<blocks_for(outer * inner), kThreads>>>(src.data<T>(), outer, n, inner, idx.data<I>(), m,
-                                                                out.data<T>());
-    });
+    index_add_kernel<<<blocks_for(outer * targets * inner), kThreads>>>(src.data<T>(), outer, n, inner, m, p, p + m,
+                                                                        p + m + targets, targets, out.data<T>());
   });
   LOPPER_CUDA_LAUNCH_CHECK();
 }

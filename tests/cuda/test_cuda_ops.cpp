@@ -114,7 +114,11 @@ TEST_F(CudaOps, IndexingAndConcat) {
   Tensor ids = Tensor::from_vector<int64_t>({3, 0, 10, 3, 7, 3}, {2, 3});
   expect_close(embedding(w, ids), embedding(w.to(gpu), ids.to(gpu)), 0.0);
   Tensor gy = randn({2, 3, 6}, 12);
-  expect_close(embedding_backward(ids, gy, 11), embedding_backward(ids.to(gpu), gy.to(gpu), 11));
+  // Each row's gradient adds its positions in the CPU's order: equal bit for bit.
+  expect_close(embedding_backward(ids, gy, 11), embedding_backward(ids.to(gpu), gy.to(gpu), 11), 0.0);
+  Tensor many = Tensor::from_vector(std::vector<int64_t>{5, 9, 5, 0, 9, 9, 2, 5, 7, 7, 5, 1}, {3, 4});
+  Tensor g2 = randn({3, 4, 200}, 31);
+  expect_close(embedding_backward(many, g2, 10), embedding_backward(many.to(gpu), g2.to(gpu), 10), 0.0);
   Tensor gi = Tensor::from_vector<int64_t>({0, 5, 5, 1, 2, 2}, {2, 3});
   Tensor x = randn({2, 6}, 13);
   expect_close(gather(x, 1, gi), gather(x.to(gpu), 1, gi.to(gpu)), 0.0);
