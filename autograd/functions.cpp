@@ -47,6 +47,12 @@ Variable masked_fill(const Variable& x, const Tensor& mask, double value) {
   });
 }
 
+Variable straight_through(const Variable& s, const Tensor& value) {
+  LOPPER_CHECK(value.shape() == s.shape(), "[straight_through] value ", shape_str(value.shape()), " vs scores ",
+               shape_str(s.shape()));
+  return make_result(value, {s}, "straight_through", [](const Tensor& gy) -> G { return {gy}; });
+}
+
 // ---- shape ----
 
 Variable reshape(const Variable& x, const Shape& shape) {

@@ -70,6 +70,10 @@ Variable gather(const Variable& x, int64_t dim, const Tensor& idx);
 // Values of topk (differentiable) and their i64 indices.
 std::pair<Variable, Tensor> topk(const Variable& x, int64_t k, int64_t dim = -1, bool largest = true);
 
+// Straight-through estimator: the value `value` (same shape as s, e.g. a 0/1 mask computed
+// from s), with s's gradient passed through unchanged (Bengio et al. 2013; movement pruning).
+Variable straight_through(const Variable& s, const Tensor& value);
+
 // Inverted dropout; identity when !training or p == 0. Backward regenerates the mask.
 Variable dropout(const Variable& x, double p, bool training, Generator& gen);
 

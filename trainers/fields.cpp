@@ -69,6 +69,12 @@ std::string Fields::choice(const std::string& k, std::string def, const std::vec
   return v;
 }
 
+json Fields::value(const std::string& k, json def) {
+  json v = has(k) ? j_[k] : std::move(def);
+  out_[k] = v;
+  return v;
+}
+
 double Fields::num(const std::string& k, double def, double lo, double hi, const char* expect) {
   double v = def;
   if (has(k)) {

@@ -23,6 +23,8 @@ class Fields {
   int64_t integer(const std::string& k, int64_t def, int64_t lo, int64_t hi, const char* expect);
   bool boolean(const std::string& k, bool def);
   std::vector<std::string> strings(const std::string& k);
+  // The value as written (or def), unchecked: for shapes the caller validates with path().
+  nlohmann::json value(const std::string& k, nlohmann::json def);
   void finish();
 
   const std::string& path() const { return path_; }

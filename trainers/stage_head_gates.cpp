@@ -51,14 +51,7 @@ StageKind head_gates_stage() {
     return m;
   };
   k.run = [make = k.methods](Run& run, const StageSpec& s) {
-    bool resumed = false;  // from a checkpoint that holds this stage's gates
-    for (auto& m : run.methods()) resumed = resumed || m.stage == run.state().stage;
-    if (!resumed) {
-      for (auto& m : make(s, run.model().config())) {
-        m->to(run.device());
-        run.methods().push_back({run.state().stage, std::move(m)});
-      }
-    }
+    open_methods(run, s, make);
     for (auto& m : run.methods())
       if (auto* g = dynamic_cast<const pruning::L0Gates*>(m.method.get()))
         std::fprintf(stderr, "%s: %s\n", s.kind.c_str(), g->describe().c_str());

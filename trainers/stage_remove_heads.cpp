@@ -26,7 +26,7 @@ StageKind remove_heads_stage() {
     return o;
   };
   k.run = [](Run& run, const StageSpec& s) {
-    LOPPER_CHECK(!run.methods().empty(), "[remove_heads] no head gates (a head_gates stage must run first)");
+    LOPPER_CHECK(!run.methods().empty(), "[remove_heads] no pruning method is open (a head_gates or movement stage must run first)");
     nn::BertModel& bert = *run.model().bert;
     for (auto& m : run.methods()) m.method->detach(bert);
     nlohmann::json& pruning = run.state().pruning;

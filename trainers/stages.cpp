@@ -2,12 +2,23 @@
 #include "trainers/stages.h"
 
 #include "core/error.h"
+#include "trainers/run.h"
 
 namespace lopper::trainers {
 
+void open_methods(Run& run, const StageSpec& s, const decltype(StageKind::methods)& make) {
+  for (auto& m : run.methods())
+    if (m.stage == run.state().stage) return;  // resumed: the checkpoint's methods
+  for (auto& m : make(s, run.model().config())) {
+    m->to(run.device());
+    run.methods().push_back({run.state().stage, std::move(m)});
+  }
+}
+
 const std::vector<StageKind>& stage_kinds() {
   static const std::vector<StageKind> kinds = {
-      finetune_stage(), head_gates_stage(), remove_heads_stage(), mask_tune_stage(), evaluate_stage(), export_stage(),
+      finetune_stage(),   head_gates_stage(), movement_stage(), remove_heads_stage(),
+      mask_tune_stage(),  evaluate_stage(),   export_stage(),
   };
   return kinds;
 }

@@ -36,6 +36,10 @@ struct StageKind {
   std::function<std::vector<std::unique_ptr<pruning::PruningMethod>>(const StageSpec& s, const nn::BertConfig& c)> methods;
 };
 
+// For `open` stages: adds the stage's methods (from make), on the run's device, unless the
+// checkpoint the run resumed from holds them already.
+void open_methods(Run& run, const StageSpec& s, const decltype(StageKind::methods)& make);
+
 const std::vector<StageKind>& stage_kinds();
 const StageKind& stage_kind(const std::string& name);  // throws, listing the known kinds
 std::vector<std::string> stage_names();
@@ -45,6 +49,7 @@ std::string stage_help();  // one line per kind: "  finetune      fine-tune the 
 StageKind finetune_stage();
 StageKind mask_tune_stage();
 StageKind head_gates_stage();
+StageKind movement_stage();
 StageKind remove_heads_stage();
 StageKind evaluate_stage();
 StageKind export_stage();

@@ -12,6 +12,7 @@
 #include "pruning/compact.h"
 #include "pruning/hard_concrete.h"
 #include "pruning/gates.h"
+#include "tests/pruning/tiny_model.h"
 
 using namespace lopper;
 
@@ -80,25 +81,6 @@ TEST(HardConcrete, EvaluationIsDeterministicAndGradientsCheck) {
   EXPECT_TRUE(r.ok) << r.report;
 }
 
-namespace {
-const std::string kTiny = std::string(LOPPER_SOURCE_DIR) + "/tests/fixtures/tiny_bert";
-
-struct Loaded {
-  Loaded() : cfg(nn::BertConfig::from_file(kTiny + "/config.json")), init(0), model(cfg, init) {
-    nn::load_pretrained(model, kTiny, true);
-    model.eval();
-    ref = nn::load_safetensors(kTiny + "/reference.safetensors").tensors;
-  }
-  Tensor logits() const {
-    NoGradGuard ng;
-    return model.forward(ref.at("input_ids"), ref.at("token_type_ids"), ref.at("attention_mask")).data();
-  }
-  nn::BertConfig cfg;
-  Generator init;
-  nn::BertForSequenceClassification model;
-  nn::StateDict ref;
-};
-}  // namespace
 
 TEST(Compact, RemovingHeadsAndNeuronsEqualsMasking) {
   Loaded m;

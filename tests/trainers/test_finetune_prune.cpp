@@ -221,7 +221,7 @@ TEST_F(FinetunePrune, PruningStagesAreValidatedUpFront) {
   EXPECT_NE(error_of({gates}, true).find("head_gates must be followed by a remove_heads stage"), std::string::npos);
   EXPECT_NE(error_of({gates, {{"kind", "export"}}, remove}, true).find("stages.1: kind 'export' cannot follow head_gates"),
             std::string::npos);
-  EXPECT_NE(error_of({remove}, true).find("stages.0: remove_heads needs a head_gates stage"), std::string::npos);
+  EXPECT_NE(error_of({remove}, true).find("stages.0: remove_heads needs a head_gates or movement stage"), std::string::npos);
   json both = gates;
   both["target_heads"] = 36;
   EXPECT_NE(error_of({both, remove}, true).find("stages.0: set exactly one of l0_penalty"), std::string::npos);
