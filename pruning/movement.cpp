@@ -212,7 +212,7 @@ void MovementPruning::load_state_dict(const nn::StateDict& sd) {
     const Tensor& t = get(g.name + ".scores");
     LOPPER_CHECK(t.shape() == g.score_shape, "[movement] ", g.name, ".scores is ", shape_str(t.shape()), ", expected ",
                  shape_str(g.score_shape));
-    g.scores.mutable_data().copy_(t);  // a copy: the loaded tensors may not outlive their file
+    g.scores.mutable_data().copy_(t);  // a copy: loaded tensors can be read-only views of the file
   }
   density_ = get("schedule.density").item<double>();
   tau_ = get("schedule.threshold").item<double>();
