@@ -21,7 +21,6 @@ bool available();             // a device is present and usable
 int device_count();
 void synchronize();
 void set_tf32(bool allow);  // f32 GEMMs on TF32 tensor cores (see core/device.h)
-bool tf32();
 }  // namespace lopper::cuda
 
 namespace lopper::cuda {

@@ -22,7 +22,6 @@ Device Device::parse(const std::string& s) {
 bool cuda_built() { return cuda::built(); }
 int cuda_device_count() { return cuda::device_count(); }
 void set_cuda_tf32(bool allow) { cuda::set_tf32(allow); }
-bool cuda_tf32() { return cuda::tf32(); }
 
 std::string Device::str() const {
   return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);

@@ -31,6 +31,5 @@ int cuda_device_count();
 // accumulation), as PyTorch's torch.backends.cuda.matmul.allow_tf32. Off by default: f32
 // means f32. Process-wide; no effect on the CPU or in a CPU-only build.
 void set_cuda_tf32(bool allow);
-bool cuda_tf32();
 
 }  // namespace lopper

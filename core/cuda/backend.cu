@@ -203,7 +203,7 @@ __global__ void dropout_kernel(int64_t n, const T* x, T* y, float p, uint64_t se
   }
 }
 
-// ---- reductions and rows: one thread per output / row, same arithmetic as the CPU ----
+// ---- reductions and rows: the CPU's arithmetic, sums in another order ----
 
 // A reduction over (outer, n, inner) in two passes: pass 1 gives each block one chunk of the
 // reduced rows for BX outputs (BX = 32 adjacent columns where inner allows, so loads are
@@ -417,10 +417,26 @@ __global__ void adamw_kernel(int64_t n, AdamWStep s, float* p, const float* g, f
   LOPPER_GRID_LOOP(i, n) s(p[i], g[i], m[i], v[i]);
 }
 
-// Indices come from the host in every current use and are small: check them there.
-void check_indices(const Tensor& idx, int64_t n, const char* op) {
+// Indices come from the host in every current use and are small: check them there, and
+// return them for the ops that plan on the host.
+std::vector<int64_t> check_indices(const Tensor& idx, int64_t n, const char* op) {
   auto v = idx.to_vector<int64_t>();
   for (int64_t x : v) LOPPER_CHECK(x >= 0 && x < n, "[", op, "] index ", x, " out of range [0, ", n, ")");
+  return v;
+}
+
+// n rows split into `count` chunks of `len` rows for a grid that has `blocks` blocks without
+// them: enough chunks for ~4 blocks per SM of an H100 (528 blocks) where the grid has fewer,
+// each chunk at least min_rows rows.
+struct RowChunks {
+  int64_t count, len;
+};
+RowChunks split_rows(int64_t n, int64_t blocks, int64_t min_rows) {
+  constexpr int64_t kTargetBlocks = 528;
+  int64_t count = std::clamp<int64_t>(std::min((n + min_rows - 1) / min_rows, kTargetBlocks / std::max<int64_t>(blocks, 1)),
+                                      1, 65535);
+  int64_t len = std::max<int64_t>((n + count - 1) / count, 1);
+  return {std::max<int64_t>((n + len - 1) / len, 1), len};
 }
 
 std::atomic<bool> g_tf32{false};
@@ -450,7 +466,6 @@ bool available() { return device_count() > 0; }
 
 void synchronize() { LOPPER_CUDA_CHECK(cudaDeviceSynchronize()); }
 void set_tf32(bool allow) { g_tf32 = allow; }
-bool tf32() { return g_tf32; }
 
 void copy_between_devices(const Tensor& src, const Tensor& dst) {
   OpTimer timer(src.device().is_cpu() ? "copy_to_device" : dst.device().is_cpu() ? "copy_to_host" : "copy_peer");
@@ -603,19 +618,15 @@ void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t 
 void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out,
             const Tensor& indices) {
   DeviceGuard g(out, "reduce");
+  if (outer * inner == 0) return;
   if (n == 0) {
     fill(out, 0.0);
     return;
   }
   const int bx = inner >= 32 ? 32 : 1, by = kThreads / bx;
   const int64_t col_blocks = (inner + bx - 1) / bx, row_blocks = std::min<int64_t>(outer, 65535);
-  // Enough chunks for ~4 blocks per SM of an H100 where the outputs alone give fewer,
-  // each chunk at least 16 rows per thread.
-  int64_t chunks = 1;
-  if (col_blocks * row_blocks < 528)
-    chunks = std::clamp<int64_t>(std::min((n + 16 * by - 1) / (16 * by), 528 / (col_blocks * row_blocks)), 1, 65535);
-  const int64_t len = (n + chunks - 1) / chunks;
-  chunks = (n + len - 1) / len;
+  const RowChunks rc = split_rows(n, col_blocks * row_blocks, 16 * by);  // >= 16 rows per thread
+  const int64_t chunks = rc.count, len = rc.len;
   dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(row_blocks), static_cast<unsigned>(chunks));
   dim3 block(bx, by);
   int64_t* idx = indices.defined() ? indices.data<int64_t>() : nullptr;
@@ -678,9 +689,8 @@ void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& gy, con
     layer_norm_backward_kernel<<<blocks_for_rows(rows), kThreads>>>(x.data<T>(), w.data<T>(), gy.data<T>(), mean.data<T>(),
                                                                rstd.data<T>(), gx.data<T>(), rows, n);
     const int64_t col_blocks = (n + 31) / 32;
-    int64_t chunks = std::clamp<int64_t>(std::min<int64_t>((rows + 63) / 64, 528 / col_blocks), 1, 65535);
-    const int64_t len = (rows + chunks - 1) / chunks;
-    chunks = std::max<int64_t>((rows + len - 1) / len, 1);
+    const RowChunks rc = split_rows(rows, col_blocks, 64);
+    const int64_t chunks = rc.count, len = rc.len;
     Tensor pw = Tensor::empty({chunks, n}, x.dtype(), x.device()), pb = Tensor::empty({chunks, n}, x.dtype(), x.device());
     layer_norm_param_grad_kernel<<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8)>>>(
         x.data<T>(), gy.data<T>(), mean.data<T>(), rstd.data<T>(), pw.data<T>(), pb.data<T>(), rows, n, len);
@@ -720,8 +730,7 @@ void index_select(const Tensor& x, int64_t outer, int64_t n, int64_t inner, cons
 
 void index_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
   DeviceGuard g(out, "index_add");
-  std::vector<int64_t> ids = idx.to_vector<int64_t>();
-  for (int64_t x : ids) LOPPER_CHECK(x >= 0 && x < n, "[index_add] index ", x, " out of range [0, ", n, ")");
+  const std::vector<int64_t> ids = check_indices(idx, n, "index_add");
   const int64_t m = static_cast<int64_t>(ids.size());
   if (m == 0) return;
   // plan = [order (m) | target rows (U) | starts (U + 1)]

@@ -15,7 +15,6 @@ bool available() { return false; }
 int device_count() { return 0; }
 void synchronize() {}
 void set_tf32(bool) {}
-bool tf32() { return false; }
 Allocator& device_allocator(int) { no_cuda("allocate"); }
 void copy_between_devices(const Tensor&, const Tensor&) { no_cuda("copy"); }
 
