@@ -79,7 +79,8 @@ class Workspace : public ::testing::Test {
       for (int i = 0; i < n; ++i) {
         int label = static_cast<int>(g.next_below(2)), len = 3 + static_cast<int>(g.next_below(8));
         std::string s;
-        for (int k = 0; k < len; ++k) s += "w" + std::to_string(label ? 50 + g.next_below(50) : 5 + g.next_below(45)) + " ";
+        for (int k = 0; k < len; ++k)
+          s.append("w").append(std::to_string(label ? 50 + g.next_below(50) : 5 + g.next_below(45))).append(" ");
         f << s << "\t" << label << "\n";
       }
     };
