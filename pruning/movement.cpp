@@ -115,7 +115,7 @@ MovementPruning::MovementPruning(const nn::BertConfig& c, const MovementOptions&
   }
   if (o.kind != ScoreKind::magnitude)
     for (Group& g : groups_) g.scores = Variable(Tensor::full(g.score_shape, o.score_init), true);
-  set_schedule(0, 1);
+  after_step(0, 1);
 }
 
 nn::NamedParams MovementPruning::parameters() {
@@ -157,11 +157,11 @@ void MovementPruning::attach(nn::BertModel& model, Generator*) {
   for (const Group& g : groups_) {
     Tensor value = mask_value(model, g);
     Variable m = g.scores.defined() ? ag::straight_through(g.scores, value) : Variable(value);
+    const double share = sum_all(value).item<double>() / static_cast<double>(value.numel());  // of the blocks kept
     for (const Target& t : g.targets) {
       nn::Linear& lin = linear_of(model, g.layer, t.matrix);
       lin.weight_mask = ag::reshape(m, t.mask_shape);
-      double per = static_cast<double>(lin.weight.data().numel()) / static_cast<double>(value.numel());
-      kept += sum_all(value).item<double>() * per;
+      kept += share * static_cast<double>(lin.weight.data().numel());
       total += static_cast<double>(lin.weight.data().numel());
     }
   }
@@ -183,13 +183,11 @@ Variable MovementPruning::penalty(int64_t, int64_t) {
   return p;
 }
 
-void MovementPruning::set_schedule(int64_t step, int64_t total) {
+void MovementPruning::after_step(int64_t step, int64_t total) {
   density_ = cubic_schedule(1.0, o_.final_density, step, total, o_.warmup, o_.cooldown);
   tau_ = cubic_schedule(0.0, o_.threshold, step, total, o_.warmup, o_.cooldown);
   lambda_ = cubic_schedule(0.0, o_.lambda, step, total, o_.warmup, o_.cooldown);
 }
-
-void MovementPruning::after_step(int64_t step, int64_t total) { set_schedule(step, total); }
 
 nn::StateDict MovementPruning::state_dict() const {
   nn::StateDict sd;
@@ -252,7 +250,6 @@ std::string MovementPruning::describe() const {
 // average of its value bias, goes into the output bias); an FFN neuron whose output column
 // is zero, or whose intermediate row is (act(bias) times its column goes into the bias).
 json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
-  std::vector<std::pair<std::string, double>> density;
   for (const Group& g : groups_) {
     Tensor value = mask_value(model, g);
     for (const Target& t : g.targets) {
@@ -281,19 +278,22 @@ json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
     nn::Linear &v = *L.attention->self->value, &out = *L.attention->output->dense;
     const int64_t nh = L.attention->self->heads;
     std::vector<int64_t> drop;
+    std::vector<bool> live_output;  // per dropped head: its output columns are not all zero
     for (int64_t h = 0; h < nh; ++h) {
-      Tensor cols = out.weight.data().slice(1, h * d, (h + 1) * d);
-      bool no_output = sum_all(abs(cols)).item<double>() == 0;
+      bool no_output = sum_all(abs(out.weight.data().slice(1, h * d, (h + 1) * d))).item<double>() == 0;
       bool no_value = sum_all(abs(v.weight.data().slice(0, h * d, (h + 1) * d))).item<double>() == 0;
-      if (no_output || no_value) drop.push_back(h);
+      if (no_output || no_value) {
+        drop.push_back(h);
+        live_output.push_back(!no_output);
+      }
     }
     if (static_cast<int64_t>(drop.size()) == nh && !o.allow_empty_layers) drop.pop_back();  // keep one
-    for (int64_t h : drop) {
+    for (size_t k = 0; k < drop.size(); ++k) {
+      if (!live_output[k]) continue;  // value rows zero: fold W_o[:, h] b_v[h]
+      const int64_t h = drop[k];
       Tensor cols = out.weight.data().slice(1, h * d, (h + 1) * d);
-      if (sum_all(abs(cols)).item<double>() != 0) {  // value rows zero: fold W_o[:, h] b_v[h]
-        Tensor bv = v.bias.data().slice(0, h * d, (h + 1) * d).reshape({d, 1});
-        out.bias.mutable_data() = add(out.bias.data(), matmul(cols, bv).reshape({c.hidden_size}));
-      }
+      Tensor bv = v.bias.data().slice(0, h * d, (h + 1) * d).reshape({d, 1});
+      out.bias.mutable_data() = add(out.bias.data(), matmul(cols, bv).reshape({c.hidden_size}));
     }
     if (!drop.empty()) heads[l] = drop;
     // Neurons.
@@ -301,16 +301,17 @@ json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
     const int64_t I = in.weight.data().size(0);
     Tensor row_abs = sum(abs(in.weight.data()), 1), col_abs = sum(abs(fo.weight.data()), 0);
     std::vector<double> rows = row_abs.to_vector<double>(), cols = col_abs.to_vector<double>();
-    std::vector<int64_t> keep;
-    for (int64_t i = 0; i < I; ++i)
-      if (rows[i] != 0 && cols[i] != 0) keep.push_back(i);
-    if (keep.empty()) keep.push_back(0);
-    // Rows of zero with a live column add act(bias) * column, a constant.
-    Tensor act_bias = nn::activate(L.intermediate->act, Variable(in.bias.data())).data();
-    std::vector<int64_t> folded;
-    for (int64_t i = 0; i < I; ++i)
-      if (rows[i] == 0 && cols[i] != 0 && std::find(keep.begin(), keep.end(), i) == keep.end()) folded.push_back(i);
+    std::vector<int64_t> keep, folded;  // folded: a zero row with a live column adds act(bias) * column
+    for (int64_t i = 0; i < I; ++i) {
+      if (cols[i] == 0) continue;
+      (rows[i] != 0 ? keep : folded).push_back(i);
+    }
+    if (keep.empty()) {  // every layer keeps a neuron
+      keep.push_back(0);
+      std::erase(folded, int64_t{0});
+    }
     if (!folded.empty()) {
+      Tensor act_bias = nn::activate(L.intermediate->act, Variable(in.bias.data())).data();
       Tensor idx = Tensor::from_vector(folded, {static_cast<int64_t>(folded.size())}).to(fo.weight.data().device());
       Tensor w = index_select(fo.weight.data(), 1, idx), a = index_select(act_bias, 0, idx);
       fo.bias.mutable_data() = add(fo.bias.data(), matmul(w, a.reshape({a.numel(), 1})).reshape({c.hidden_size}));

@@ -92,7 +92,6 @@ class MovementPruning final : public PruningMethod {
  private:
   Tensor magnitude_scores(nn::BertModel& model, const Group& g) const;
   Tensor mask_value(nn::BertModel& model, const Group& g) const;  // 0/1, score_shape
-  void set_schedule(int64_t step, int64_t total);
 
   MovementOptions o_;
   std::vector<Group> groups_;
