@@ -46,7 +46,7 @@ class L0Gates final : public PruningMethod {
   std::string picture() const override;
   nlohmann::json finalize(nn::BertModel& model, const FinalizeOptions& o) override;
 
-  std::string describe() const;  // one line: what is gated and how
+  std::string describe() const override;
   const BertGates& gates() const { return *gates_; }
 
  private:

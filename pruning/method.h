@@ -51,6 +51,8 @@ class PruningMethod {
   // multi-line picture for each evaluation (may be empty).
   virtual void report(nlohmann::json& line) const = 0;
   virtual std::string status() const = 0;
+  // One line for the log when the method is opened: what it prunes and how.
+  virtual std::string describe() const = 0;
   virtual std::string picture() const { return ""; }
 
   // Detaches, folds the deterministic masks into the weights and removes the pruned

@@ -70,7 +70,7 @@ class MovementPruning final : public PruningMethod {
   std::string status() const override;
   nlohmann::json finalize(nn::BertModel& model, const FinalizeOptions& o) override;
 
-  std::string describe() const;
+  std::string describe() const override;
   double density() const { return density_; }
   double threshold() const { return tau_; }
 

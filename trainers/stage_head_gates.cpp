@@ -52,9 +52,6 @@ StageKind head_gates_stage() {
   };
   k.run = [make = k.methods](Run& run, const StageSpec& s) {
     open_methods(run, s, make);
-    for (auto& m : run.methods())
-      if (auto* g = dynamic_cast<const pruning::L0Gates*>(m.method.get()))
-        std::fprintf(stderr, "%s: %s\n", s.kind.c_str(), g->describe().c_str());
     train_stage(run, s, s.as<HeadGatesOptions>());
   };
   return k;

@@ -73,9 +73,6 @@ StageKind movement_stage() {
   };
   k.run = [make = k.methods](Run& run, const StageSpec& s) {
     open_methods(run, s, make);
-    for (auto& m : run.methods())
-      if (auto* p = dynamic_cast<const pruning::MovementPruning*>(m.method.get()))
-        std::fprintf(stderr, "%s: %s\n", s.kind.c_str(), p->describe().c_str());
     train_stage(run, s, s.as<MovementStageOptions>());
   };
   return k;

@@ -1,18 +1,23 @@
 // The table of stage kinds, in the order --help lists them.
 #include "trainers/stages.h"
 
+#include <cstdio>
+
 #include "core/error.h"
 #include "trainers/run.h"
 
 namespace lopper::trainers {
 
 void open_methods(Run& run, const StageSpec& s, const decltype(StageKind::methods)& make) {
-  for (auto& m : run.methods())
-    if (m.stage == run.state().stage) return;  // resumed: the checkpoint's methods
-  for (auto& m : make(s, run.model().config())) {
-    m->to(run.device());
-    run.methods().push_back({run.state().stage, std::move(m)});
+  bool resumed = false;  // the checkpoint's methods are there already
+  for (auto& m : run.methods()) resumed = resumed || m.stage == run.state().stage;
+  if (!resumed) {
+    for (auto& m : make(s, run.model().config())) {
+      m->to(run.device());
+      run.methods().push_back({run.state().stage, std::move(m)});
+    }
   }
+  for (auto& m : run.methods()) std::fprintf(stderr, "%s: %s\n", s.kind.c_str(), m.method->describe().c_str());
 }
 
 const std::vector<StageKind>& stage_kinds() {

@@ -37,7 +37,7 @@ struct StageKind {
 };
 
 // For `open` stages: adds the stage's methods (from make), on the run's device, unless the
-// checkpoint the run resumed from holds them already.
+// checkpoint the run resumed from holds them already; logs each one's describe().
 void open_methods(Run& run, const StageSpec& s, const decltype(StageKind::methods)& make);
 
 const std::vector<StageKind>& stage_kinds();

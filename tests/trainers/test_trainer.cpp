@@ -126,6 +126,7 @@ class CountingMethod : public pruning::PruningMethod {
   void load_state_dict(const nn::StateDict&) override {}
   void report(nlohmann::json&) const override {}
   std::string status() const override { return ""; }
+  std::string describe() const override { return "counts its calls"; }
   nlohmann::json finalize(nn::BertModel&, const pruning::FinalizeOptions&) override { return {}; }
 
   Variable p;  // (2)
