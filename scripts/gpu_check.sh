@@ -33,9 +33,10 @@ for phase in "${phases[@]}"; do
   tests)
     # CudaOps: every op on the device against the CPU backend; then everything else.
     "$BUILD/tests/test_cuda" 2>&1 | tee "$LOG_DIR/test_cuda.log"
-    note "tests/cuda: exit ${PIPESTATUS[0]}, $(grep -c '^\[       OK' "$LOG_DIR/test_cuda.log") ok," \
+    rc=$?  # pipefail: test_cuda's status
+    note "tests/cuda: exit $rc, $(grep -c '^\[       OK' "$LOG_DIR/test_cuda.log") ok," \
       "$(grep -c '^\[  FAILED  \].*(' "$LOG_DIR/test_cuda.log") failed, $(grep -c '^\[  SKIPPED' "$LOG_DIR/test_cuda.log") skipped"
-    [ "${PIPESTATUS[0]}" -eq 0 ] || failed=1
+    [ $rc -eq 0 ] || failed=1
     ctest --test-dir "$BUILD" -j "$(nproc)" --output-on-failure >"$LOG_DIR/ctest.log" 2>&1
     rc=$?
     note "whole suite (ctest): exit $rc, $(grep -E 'tests passed|tests failed' "$LOG_DIR/ctest.log")"
