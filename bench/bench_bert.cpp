@@ -10,6 +10,7 @@
 
 #include "apps/cli.h"
 #include "nn/bert.h"
+#include "nn/block_sparse.h"
 #include "nn/optim.h"
 
 using namespace lopper;
@@ -33,6 +34,11 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters, "timed iterations (after 2 warm-up ones)")->check(apps::at_least(1));
   app.add_option("--threads", threads, "CPU threads (0: all cores)")->check(apps::at_least(0));
   app.add_option("--mode", mode, "forward or train")->check(CLI::IsMember({"forward", "train"}));
+  double block_sparse = 0;
+  app.add_option("--block-sparse", block_sparse,
+                 "forward on the CPU: run each Linear whose share of non-zero 32x32 (else 16x16) blocks is at "
+                 "most this through the block-sparse matmul (0: all dense)")
+      ->check(CLI::Range(0.0, 1.0));
   bool verbose = false;
   apps::add_verbose(app, verbose);
   if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
@@ -54,6 +60,10 @@ int main(int argc, char** argv) {
     }
     ids = ids.to(dev);
     Tensor mask = Tensor::ones({batch, seq}, DType::i64, dev);
+    nn::BlockSparseOptions sparse_options;
+    sparse_options.max_density = mode == "forward" ? block_sparse : 0.0;
+    nn::BlockSparseScope sparse(model, sparse_options);
+    if (!sparse.layers().empty()) std::fprintf(stderr, "%s\n", sparse.describe().c_str());
     Tensor labels = Tensor::zeros({batch}, DType::i64, dev);
     nn::AdamW opt(nn::decay_groups(model.named_parameters(), 2e-5, 0.01));
     auto step = [&] {
@@ -77,10 +87,10 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < iters; ++i) step();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
     std::printf("{\"impl\": \"lopper\", \"device\": \"%s\", \"tf32\": %s, \"hidden\": %lld, \"layers\": %lld, "
-                "\"mode\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, "
+                "\"mode\": \"%s\", \"block_sparse_linears\": %zu, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, "
                 "\"seconds_per_step\": %.4f, \"sentences_per_s\": %.1f, \"tokens_per_s\": %.0f}\n",
                 dev.str().c_str(), tf32 ? "true" : "false", static_cast<long long>(cfg.hidden_size),
-                static_cast<long long>(cfg.num_hidden_layers), mode.c_str(), static_cast<long long>(batch), static_cast<long long>(seq), omp_get_max_threads(), secs,
+                static_cast<long long>(cfg.num_hidden_layers), mode.c_str(), sparse.layers().size(), static_cast<long long>(batch), static_cast<long long>(seq), omp_get_max_threads(), secs,
                 batch / secs, batch * seq / secs);
   } catch (const std::exception& e) {
     return apps::report_error(app, e, verbose);

@@ -1,9 +1,11 @@
 // Basic layers with Hugging Face parameter names: Linear (weight (out, in), bias),
 // Embedding (weight), LayerNorm (weight, bias), Dropout, and the activations BERT names.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "autograd/functions.h"
+#include "core/block_sparse.h"
 #include "nn/module.h"
 
 namespace lopper::nn {
@@ -21,6 +23,10 @@ class Linear : public Module {
   // (out, 1), per column (1, in)), or 4-D (out / bo, 1, in / bi, 1): one value per block of
   // bo rows by bi columns, applied through a reshape of the weight to (out/bo, bo, in/bi, bi).
   Variable weight_mask;
+  // Inference hook: the weight in block-sparse form, set by an nn::BlockSparseScope. forward
+  // multiplies by it instead of the dense weight while no gradient is recorded and no
+  // weight mask is set.
+  std::shared_ptr<const BlockSparseMatrix> block_sparse;
 };
 
 class Embedding : public Module {

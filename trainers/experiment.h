@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "nn/block_sparse.h"
 
 namespace lopper::trainers {
 
@@ -71,6 +72,8 @@ struct Experiment {
   ModelSpec model;
   DataSpec data;
   TeacherSpec teacher;
+  // Block-sparse inference for evaluation and latency on the CPU ("block_sparse").
+  nn::BlockSparseOptions block_sparse;
   std::vector<StageSpec> stages;
   nlohmann::json resolved;  // after defaults and overrides, relative paths made absolute
 };

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/ops.h"
+#include "nn/block_sparse.h"
 #include "pruning/compact.h"
 #include "trainers/metrics.h"
 #include "trainers/run.h"
@@ -57,6 +58,17 @@ json Run::measure() {
   for (auto& l : f) layers.push_back({{"attention", l.attention}, {"ffn", l.ffn}});
   m["flops"] = {{"seq_len", avg}, {"total", pruning::total_flops(f)}, {"per_layer", layers}};
   m["latency_ms"] = {{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)}, {"batch_32", forward_latency_ms(32, avg)}};
+  if (device_.is_cpu()) {
+    nn::BlockSparseScope sparse(*model_, e_.block_sparse);
+    if (!sparse.layers().empty()) {
+      json layers = json::object();
+      for (const auto& l : sparse.layers())
+        layers[l.name] = {{"block", {l.block_rows, l.block_cols}}, {"density", l.density}};
+      m["block_sparse"] = {{"summary", sparse.describe()}, {"layers", layers},
+                           {"latency_ms", {{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)},
+                                           {"batch_32", forward_latency_ms(32, avg)}}}};
+    }
+  }
   return m;
 }
 

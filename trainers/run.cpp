@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "core/ops.h"
 #include "core/version.h"
@@ -281,6 +282,8 @@ json Run::evaluate(int64_t batch_size, bool log, std::vector<std::vector<float>>
   NoGradGuard ng;
   model_->eval();
   for (auto& m : methods_) m.method->attach(*model_->bert, nullptr);  // deterministic masks
+  std::optional<nn::BlockSparseScope> sparse;
+  if (device_.is_cpu()) sparse.emplace(*model_, e_.block_sparse);
   std::vector<double> pred, label;
   for (auto& idx : data::epoch_batches(*dev_, batch_size, false, 0, 0)) {
     data::Batch b = on_device(dev_->collate(idx));
@@ -296,6 +299,7 @@ json Run::evaluate(int64_t batch_size, bool log, std::vector<std::vector<float>>
   for (float l : dev_->labels()) label.push_back(l);
   json m = task_metrics(e_.data.task, pred, label, regression_);
   m["examples"] = dev_->size();
+  if (sparse && !sparse->layers().empty()) m["block_sparse_linears"] = sparse->layers().size();
   state_.last_eval = m;
   if (log) log_metrics({{"stage", state_.stage}, {"step", state_.step}, {"eval", m}});
   return m;

@@ -1,0 +1,55 @@
+// Switching a model's sparse Linears to the block-sparse matmul, and back.
+#include "nn/block_sparse.h"
+
+#include <map>
+#include <sstream>
+
+#include "nn/layers.h"
+
+namespace lopper::nn {
+
+BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& options) {
+  LOPPER_CHECK(options.max_density >= 0.0 && options.max_density <= 1.0, "[block_sparse] max_density ",
+               options.max_density, " is outside [0, 1]");
+  for (auto& [name, lin] : model.named_modules_of_type<Linear>()) {
+    ++linears_;
+    const Tensor& w = lin->weight.data();
+    if (options.max_density == 0.0 || !w.device().is_cpu() || w.dtype() != DType::f32) continue;
+    for (auto [br, bc] : options.blocks) {
+      LOPPER_CHECK(br > 0 && bc > 0, "[block_sparse] block (", br, ", ", bc, ") must be positive");
+      if (w.size(0) % br != 0 || w.size(1) % bc != 0) continue;
+      double d = block_density(w, br, bc);
+      if (d > options.max_density) continue;
+      lin->block_sparse = std::make_shared<const BlockSparseMatrix>(to_block_sparse(w, br, bc));
+      layers_.push_back({name, br, bc, d});
+      switched_.push_back(lin);
+      break;
+    }
+  }
+}
+
+BlockSparseScope::~BlockSparseScope() {
+  for (Linear* lin : switched_) lin->block_sparse.reset();
+}
+
+std::string BlockSparseScope::describe() const {
+  if (layers_.empty()) return "";
+  std::map<std::string, int> shapes;
+  double sum = 0;
+  for (const auto& l : layers_) {
+    ++shapes[std::to_string(l.block_rows) + "x" + std::to_string(l.block_cols)];
+    sum += l.density;
+  }
+  std::ostringstream os;
+  os << layers_.size() << " of " << linears_ << " Linears block-sparse (";
+  bool first = true;
+  for (auto& [s, n] : shapes) {
+    os << (first ? "" : ", ") << s << (shapes.size() > 1 ? ": " + std::to_string(n) : "");
+    first = false;
+  }
+  os.precision(3);
+  os << "), mean block density " << sum / static_cast<double>(layers_.size());
+  return os.str();
+}
+
+}  // namespace lopper::nn

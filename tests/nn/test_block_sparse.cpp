@@ -1,0 +1,60 @@
+// nn::BlockSparseScope on the tiny fixture BERT: which Linears switch, and that the model's
+// logits through the block-sparse matmul equal the dense ones.
+#include <gtest/gtest.h>
+
+#include "core/ops.h"
+#include "nn/block_sparse.h"
+#include "nn/layers.h"
+#include "tests/pruning/tiny_model.h"
+
+using namespace lopper;
+
+namespace {
+// Zeroes the (b, b) blocks of w whose flat block index is not a multiple of `keep_every`.
+void zero_blocks(Variable& w, int64_t b, int64_t keep_every) {
+  int64_t rows = w.size(0), cols = w.size(1), nb = (rows / b) * (cols / b);
+  std::vector<float> m(nb);
+  for (int64_t i = 0; i < nb; ++i) m[i] = i % keep_every == 0 ? 1.0f : 0.0f;
+  Tensor mask = Tensor::from_vector(m, {rows / b, 1, cols / b, 1});
+  Tensor data = w.data();
+  data.copy_(mul(data.view({rows / b, b, cols / b, b}), mask).view({rows, cols}));
+}
+}  // namespace
+
+TEST(BlockSparseScope, SwitchesTheSparseLinearsAndKeepsTheLogits) {
+  Loaded t;
+  auto linears = t.model.named_modules_of_type<nn::Linear>();
+  std::map<std::string, nn::Linear*> by_name(linears.begin(), linears.end());
+  const std::string l0 = "bert.encoder.layer.0.";
+  zero_blocks(by_name.at(l0 + "attention.self.query")->weight, 16, 4);  // 1 of 4 16x16 blocks: 0.25
+  zero_blocks(by_name.at(l0 + "intermediate.dense")->weight, 8, 2);     // 8x8 only: 16x16 keeps all
+  zero_blocks(by_name.at(l0 + "output.dense")->weight, 16, 2);          // 0.5 at 16x16
+  Tensor dense = t.logits();
+
+  nn::BlockSparseOptions o;
+  o.max_density = 0.5;
+  o.blocks = {{16, 16}, {8, 8}};
+  {
+    nn::BlockSparseScope scope(t.model, o);
+    ASSERT_EQ(scope.layers().size(), 3u) << scope.describe();
+    std::map<std::string, nn::BlockSparseLayer> got;
+    for (const auto& l : scope.layers()) got[l.name] = l;
+    EXPECT_DOUBLE_EQ(got.at(l0 + "attention.self.query").density, 0.25);
+    EXPECT_EQ(got.at(l0 + "attention.self.query").block_rows, 16);
+    EXPECT_EQ(got.at(l0 + "intermediate.dense").block_rows, 8);
+    EXPECT_DOUBLE_EQ(got.at(l0 + "intermediate.dense").density, 0.5);
+    EXPECT_DOUBLE_EQ(got.at(l0 + "output.dense").density, 0.5);
+    EXPECT_TRUE(by_name.at(l0 + "output.dense")->block_sparse != nullptr);
+    EXPECT_TRUE(by_name.at(l0 + "attention.self.key")->block_sparse == nullptr);
+    EXPECT_TRUE(allclose(t.logits(), dense, 1e-5, 1e-6));
+
+    // With gradients recorded the dense path runs, so the weight still gets its gradient.
+    const nn::StateDict& r = t.ref;
+    Variable y = t.model.forward(r.at("input_ids"), r.at("token_type_ids"), r.at("attention_mask"));
+    ag::sum_all(y).backward();
+    EXPECT_TRUE(by_name.at(l0 + "output.dense")->weight.grad().defined());
+  }
+  for (auto& [n, lin] : linears) EXPECT_TRUE(lin->block_sparse == nullptr) << n;
+  o.max_density = 0.0;
+  EXPECT_TRUE(nn::BlockSparseScope(t.model, o).layers().empty());
+}
