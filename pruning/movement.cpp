@@ -242,14 +242,22 @@ std::string MovementPruning::describe() const {
                             : ", intermediate " + shape(o_.blocks.intermediate) + ", output " + shape(o_.blocks.output);
   char b[96];
   std::snprintf(b, sizeof b, "; final density %.3g over %zu score groups", o_.final_density, groups_.size());
-  return s + b;
+  return s + b + (o_.filled ? "; heads that keep a block are filled dense at the end" : "");
 }
 
 // Folds the masks, then removes exactly what contributes only a constant: a head whose
 // attention-output columns are all zero, or whose value rows are (its output, the softmax
 // average of its value bias, goes into the output bias); an FFN neuron whose output column
 // is zero, or whose intermediate row is (act(bias) times its column goes into the bias).
+// Filled: first, every head with a non-zero left gets its unmasked attention weights back.
 json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
+  const nn::BertConfig& c = model.config;
+  const int64_t d = c.head_dim();
+  constexpr Matrix kAttention[] = {Matrix::query, Matrix::key, Matrix::value, Matrix::attention_output};
+  std::vector<std::vector<Tensor>> unmasked(c.num_hidden_layers);  // filled: attention weights before folding
+  if (o_.filled)
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+      for (Matrix x : kAttention) unmasked[l].push_back(linear_of(model, l, x).weight.data().clone());
   for (const Group& g : groups_) {
     Tensor value = mask_value(model, g);
     for (const Target& t : g.targets) {
@@ -259,8 +267,21 @@ json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
       lin.weight_mask = Variable();
     }
   }
-  const nn::BertConfig& c = model.config;
-  const int64_t d = c.head_dim();
+  int64_t filled = 0;
+  for (int64_t l = 0; o_.filled && l < c.num_hidden_layers; ++l)
+    for (int64_t h = 0; h < (*model.encoder->layer)[l].attention->self->heads; ++h) {
+      // Head h: rows [h d, (h + 1) d) of query, key, value; the same columns of the output.
+      auto part = [&](int i, const Tensor& w) { return w.slice(i == 3 ? 1 : 0, h * d, (h + 1) * d); };
+      bool any = false;
+      for (int i = 0; i < 4 && !any; ++i)
+        any = sum_all(abs(part(i, linear_of(model, l, kAttention[i]).weight.data()))).item<double>() != 0;
+      if (!any) continue;
+      ++filled;
+      for (int i = 0; i < 4; ++i) {
+        Tensor w = part(i, linear_of(model, l, kAttention[i]).weight.data());
+        w.copy_(part(i, unmasked[l][i]));
+      }
+    }
   std::map<int64_t, std::vector<int64_t>> heads;
   json neurons_kept = json::array(), layer_density = json::array();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -322,8 +343,10 @@ json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
   if (!heads.empty()) remove_heads(model, heads, o.allow_empty_layers);
   json removed = json::object();
   for (auto& [l, hs] : heads) removed[std::to_string(l)] = hs;
-  return {{"method", score_kind_name(o_.kind)}, {"heads_removed", removed}, {"neurons_kept", neurons_kept},
-          {"density_before_removal", layer_density}};
+  json r = {{"method", score_kind_name(o_.kind)}, {"heads_removed", removed}, {"neurons_kept", neurons_kept},
+            {"density_before_removal", layer_density}};
+  if (o_.filled) r["heads_filled"] = filled;
+  return r;
 }
 
 }  // namespace lopper::pruning

@@ -48,6 +48,10 @@ struct MovementOptions {
   double score_init = 0.0;               // learned scores start equal: all kept at density 1
   double threshold = 0.1;                // soft_movement: final tau of sigmoid(S) > tau (from 0)
   double lambda = 0.0;                   // soft_movement: lambda * mean(sigmoid(S)), same ramp as tau
+  // nn_pruning's hybrid-filled: finalize makes every head that kept any block dense again
+  // (its query/key/value rows and output columns as they were before masking), removes the
+  // heads that kept none, and a later fine-tuning stage trains the dense heads.
+  bool filled = false;
 };
 
 class MovementPruning final : public PruningMethod {

@@ -57,6 +57,7 @@ StageKind movement_stage() {
     m.score_init = s.num("score_init", 0.0, -100, 100, "an initial score");
     m.threshold = s.num("threshold", 0.1, 0, 1, "0 to 1 (final tau of sigmoid(S) > tau)");
     m.lambda = s.num("lambda", 0.0, 0, 1e6, ">= 0");
+    m.filled = s.boolean("filled", false);
     return o;
   };
   k.check = [](const StageSpec& s, const nn::BertConfig& c) {

@@ -172,6 +172,47 @@ TEST(Movement, CompactionGivesTheMaskedLogits) {
   }
 }
 
+// Filled (nn_pruning's hybrid-filled): a head that kept any block gets all its attention
+// weights back as they were; a head that kept none is removed.
+TEST(Movement, FilledMakesEveryHeadWithABlockDense) {
+  Loaded m, original;
+  MovementOptions o;
+  o.blocks = {{8, 8}, {8, 8}, {1, 1}, {1, 1}, false};  // 8x8 blocks: head h is block row h (q, k, v), column h (output)
+  o.final_density = 0.75;                            // 4 of the 16 blocks of each matrix pruned
+  o.filled = true;
+  MovementPruning mp(m.cfg, o);
+  for (const auto& g : mp.groups()) {
+    std::vector<float> s(g.scores.data().numel());
+    for (size_t i = 0; i < s.size(); ++i) s[i] = 1.0f + 0.01f * static_cast<float>(i);  // lowest: blocks 0-3
+    auto plant = [&](std::vector<int> at) { for (int i : at) s[i] = -1; };
+    const std::string& n = g.name;
+    if (n.starts_with("encoder.layer.0.attention.self.")) plant({4, 5, 6, 7});      // head 1's rows
+    if (n == "encoder.layer.0.attention.output.dense") plant({1, 5, 9, 13});        // head 1's columns
+    if (n == "encoder.layer.1.attention.self.query") plant({8, 9, 0, 1});           // parts of heads 2 and 0
+    if (n == "encoder.layer.1.attention.self.value") plant({12, 13, 14, 15});       // all of head 3's rows
+    g.scores.mutable_data() = Tensor::from_vector(s, g.score_shape);
+  }
+  mp.after_step(1, 1);
+  mp.attach(*m.model.bert, nullptr);
+  nlohmann::json r = mp.finalize(*m.model.bert, {});
+  EXPECT_EQ(r["heads_removed"], nlohmann::json({{"0", {1}}})) << r.dump();
+  EXPECT_EQ(r["heads_filled"], 7) << r.dump();
+  EXPECT_EQ(m.model.bert->config.heads_per_layer, (std::vector<int64_t>{3, 4}));
+  auto weight = [](Loaded& x, const std::string& name) { return x.model.parameter("bert." + name + ".weight").data(); };
+  auto kept_heads = [](const Tensor& w, int64_t dim, std::vector<int64_t> heads) {
+    std::vector<Tensor> parts;
+    for (int64_t h : heads) parts.push_back(w.slice(dim, h * 8, (h + 1) * 8));
+    return concat(parts, dim);
+  };
+  for (const char* x : {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"}) {
+    SCOPED_TRACE(x);
+    int64_t dim = std::string(x) == "attention.output.dense" ? 1 : 0;
+    std::string l0 = std::string("encoder.layer.0.") + x, l1 = std::string("encoder.layer.1.") + x;
+    EXPECT_EQ(max_abs_diff(weight(m, l0), kept_heads(weight(original, l0), dim, {0, 2, 3})), 0.0);
+    EXPECT_EQ(max_abs_diff(weight(m, l1), weight(original, l1)), 0.0);
+  }
+}
+
 TEST(Movement, BadOptionsAreRefusedWithTheirNames) {
   Loaded m;
   MovementOptions o;
