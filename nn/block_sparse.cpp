@@ -15,16 +15,18 @@ BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& opti
     ++linears_;
     const Tensor& w = lin->weight.data();
     if (options.max_density == 0.0 || !w.device().is_cpu() || w.dtype() != DType::f32) continue;
+    // The shape that skips the most: the lowest density (ties to the earlier listed one).
+    BlockSparseLayer best{name, 0, 0, 2.0};
     for (auto [br, bc] : options.blocks) {
       LOPPER_CHECK(br > 0 && bc > 0, "[block_sparse] block (", br, ", ", bc, ") must be positive");
       if (w.size(0) % br != 0 || w.size(1) % bc != 0) continue;
       double d = block_density(w, br, bc);
-      if (d > options.max_density) continue;
-      lin->block_sparse = std::make_shared<const BlockSparseMatrix>(to_block_sparse(w, br, bc));
-      layers_.push_back({name, br, bc, d});
-      switched_.push_back(lin);
-      break;
+      if (d < best.density) best = {name, br, bc, d};
     }
+    if (best.density > options.max_density) continue;
+    lin->block_sparse = std::make_shared<const BlockSparseMatrix>(to_block_sparse(w, best.block_rows, best.block_cols));
+    layers_.push_back(best);
+    switched_.push_back(lin);
   }
 }
 

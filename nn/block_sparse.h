@@ -14,8 +14,8 @@ namespace lopper::nn {
 struct BlockSparseOptions {
   // A weight switches when its share of non-zero blocks is at most this; 0 turns it off.
   double max_density = 0.6;
-  // Block shapes (rows, cols) tried in order; the first under max_density that divides the
-  // weight is used.
+  // Block shapes (rows, cols); of those that divide the weight, the one with the lowest
+  // density is used (ties: the earlier listed).
   std::vector<std::pair<int64_t, int64_t>> blocks = {{32, 32}, {16, 16}};
 };
 
