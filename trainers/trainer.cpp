@@ -52,7 +52,7 @@ StepStats Trainer::step(const std::vector<data::Batch>& micro_batches, int64_t s
     ag::scale(loss, k).backward();
     st.examples += b.input_ids.size(0);
   }
-  comm_.all_reduce_mean(trainable_);
+  all_reduce_gradients(comm_, trainable_);
   double model_norm = nn::clip_grad_norm(model_.parameters(), o_.max_grad_norm);  // 0: none; not the methods'
   st.grad_norm = std::hypot(model_norm, nn::grad_norm(method_params_));          // before clipping
   if (!st.finite()) return st;  // no update: the loop stops the run at this step
