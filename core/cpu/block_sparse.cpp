@@ -48,7 +48,8 @@ void for_nonzero_blocks(const float* w, int64_t rows, int64_t cols, int64_t br, 
     }
 }
 
-// The same tile sum without JIT code (a CPU libxsmm does not generate for): plain loops.
+// The same tile sum without JIT code (a CPU libxsmm does not generate for, or
+// LIBXSMM_TARGET=generic, as tests/CMakeLists.txt runs it): plain loops.
 void tile_reference(const BlockSparseMatrix& w, int64_t r, const float* x, int64_t m0, int64_t nt, float* y) {
   int64_t br = w.block_rows, bc = w.block_cols, K = w.cols, N = w.rows;
   for (int64_t b = w.row_start[r]; b < w.row_start[r + 1]; ++b) {
@@ -88,8 +89,8 @@ libxsmm_smmfunction_reducebatch_addr kernel(const BlockSparseMatrix& w, int64_t 
                                               nullptr);
 }
 
-// Tokens per kernel call (the yᵀ tile is block_rows x 32): measured best of 16/32/64/128/256
-// at M = 4096 on a 2-core Sapphire Rapids VM (bench_block_sparse).
+// Tokens per kernel call (the yᵀ tile is block_rows x 32): the best of 16/32/64/128/256 at
+// M = 4096 on a 2-core Emerald Rapids VM (bench_block_sparse; 16 and 32 within noise).
 constexpr int64_t kTile = 32;
 
 }  // namespace
