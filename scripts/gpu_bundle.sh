@@ -19,11 +19,14 @@ rm -rf .device/stage && mkdir -p .device/stage/lib .device/stage/shared/data .de
 # The build tree without objects and static libraries: binaries and ctest's files.
 tar cf - --exclude='*.o' --exclude='*.a' --exclude=CMakeFiles --exclude='*.ninja' --exclude='.ninja_*' \
   --exclude=compile_commands.json build-h100 | tar xf - -C .device/stage
-# Shared libraries outside CUDA and glibc that the binaries load.
+# Shared libraries outside CUDA and glibc that the binaries load. NCCL (218 MB, beside the
+# toolkit's libraries in /usr/local/cuda/lib here) is left out like cuBLAS: the device
+# machine's toolkit is expected to have it in the same place; where it does not, ldd on the
+# device names it as missing.
 for lib in $(ldd build-h100/apps/* build-h100/tests/test_* build-h100/bench/* 2>/dev/null |
              awk '/=> \// {print $3}' | sort -u); do
   case "$(basename "$lib")" in
-    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libgcc_s.so*|libstdc++.so*|libcu*|ld-linux*) ;;
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libgcc_s.so*|libstdc++.so*|libcu*|libnccl*|ld-linux*) ;;
     *) cp -L "$lib" .device/stage/lib/ ;;
   esac
 done

@@ -125,6 +125,18 @@ endif()
 # Not a Debian package here: NVIDIA's toolkit 13, found where nvcc is.
 if(LOPPER_CUDA)
   find_package(CUDAToolkit REQUIRED)
+  # NCCL ships with NVIDIA's toolkit here but has no CMake package: its header and library
+  # are found beside the toolkit and wrapped in lopper::nccl. Optional: without it there is
+  # no NCCL communicator (trainers/communicator_nccl.cpp).
+  find_path(LOPPER_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${CUDAToolkit_LIBRARY_ROOT}/include)
+  find_library(LOPPER_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib)
+  if(LOPPER_NCCL_INCLUDE_DIR AND LOPPER_NCCL_LIBRARY AND NOT TARGET lopper::nccl)
+    file(STRINGS "${LOPPER_NCCL_INCLUDE_DIR}/nccl.h" _nccl_v REGEX "#define NCCL_(MAJOR|MINOR|PATCH) ")
+    string(REGEX REPLACE ".*MAJOR ([0-9]+).*MINOR ([0-9]+).*PATCH ([0-9]+).*" "\\1.\\2.\\3" LOPPER_NCCL_VERSION "${_nccl_v}")
+    add_library(lopper::nccl UNKNOWN IMPORTED)
+    set_target_properties(lopper::nccl PROPERTIES IMPORTED_LOCATION "${LOPPER_NCCL_LIBRARY}"
+                          INTERFACE_INCLUDE_DIRECTORIES "${LOPPER_NCCL_INCLUDE_DIR}")
+  endif()
 endif()
 
 set(_found "oneDNN ${LOPPER_DNNL_VERSION}" "nlohmann_json ${nlohmann_json_VERSION}"
@@ -137,6 +149,9 @@ if(MPI_CXX_FOUND)
 endif()
 if(CUDAToolkit_FOUND)
   list(APPEND _found "CUDA ${CUDAToolkit_VERSION}")
+endif()
+if(TARGET lopper::nccl)
+  list(APPEND _found "NCCL ${LOPPER_NCCL_VERSION}")
 endif()
 list(JOIN _found ", " _found)
 message(STATUS "Lopper dependencies: ${_found}")

@@ -33,6 +33,12 @@ std::unique_ptr<Communicator> make_communicator() {
   return std::make_unique<SingleProcess>();
 }
 
+#ifndef LOPPER_WITH_NCCL
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, int) {
+  LOPPER_FAIL("[communicator] this build has no NCCL (a CUDA build finds it beside the toolkit: nccl.h, libnccl)");
+}
+#endif
+
 void all_reduce_gradients(Communicator& comm, const std::vector<Variable>& params, size_t bucket_bytes) {
   if (comm.size() == 1) return;
   std::vector<Tensor> grads;

@@ -1,7 +1,8 @@
 // How the processes of a data-parallel run exchange tensors: one process per CPU node or per
 // GPU, started by mpirun or srun (no launcher of our own), each with a rank in [0, size).
 // Implementations: SingleProcess (nothing to exchange), MPI on CPU buffers
-// (trainers/communicator_mpi.cpp, built with LOPPER_MPI), NCCL on GPU buffers (to come).
+// (trainers/communicator_mpi.cpp, built with LOPPER_MPI), NCCL on GPU buffers
+// (trainers/communicator_nccl.cpp, built with LOPPER_CUDA where NCCL is found).
 // The trainer averages gradients through all_reduce_gradients, packed into buckets.
 #pragma once
 #include <memory>
@@ -44,6 +45,11 @@ class SingleProcess final : public Communicator {
 // was built with LOPPER_MPI; SingleProcess otherwise. Throws if launched as several ranks
 // by a build without MPI (each would train alone and write the same files).
 std::unique_ptr<Communicator> make_communicator();
+
+// NCCL over this process's GPU `device`, with the ranks and NCCL's unique id taken from
+// `bootstrap` (MPI across processes; SingleProcess for one GPU). Throws in a build without
+// NCCL (LOPPER_CUDA where libnccl and nccl.h are found beside the CUDA toolkit).
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device);
 
 // Replaces each parameter's gradient by its mean over the ranks: the gradients are copied
 // into contiguous buckets of at most bucket_bytes (same dtype and device in a bucket), one
