@@ -77,6 +77,7 @@ fs::path method_file(const fs::path& dir, const pruning::PruningMethod& m) {
 }  // namespace
 
 void Run::save_checkpoint(const nn::Optimizer* opt) {
+  if (!writer()) return;
   std::string name = "stage" + std::to_string(state_.stage) + "-step" + std::to_string(state_.step);
   fs::path dir = out_ / "checkpoints" / name, tmp = out_ / "checkpoints" / (name + ".tmp");
   fs::remove_all(tmp);
@@ -93,6 +94,7 @@ void Run::save_checkpoint(const nn::Optimizer* opt) {
   json state = state_json(state_);
   state["methods"] = methods;
   state["experiment"] = comparable(e_.resolved);
+  state["world_size"] = comm_->size();
   write_atomic(tmp / "state.json", state.dump(2));
   fs::remove_all(dir);
   fs::rename(tmp, dir);
@@ -125,6 +127,10 @@ void Run::restore() {
   LOPPER_CHECK(state["experiment"] == now, "--resume: the experiment differs from the one that wrote '", dir.string(),
                "': ", differences(state["experiment"], now),
                " (resume with the original file and --set values, or start over with --overwrite)");
+  const int saved_world = state.value("world_size", 1);
+  LOPPER_CHECK(saved_world == comm_->size(), "--resume: checkpoint '", dir.string(), "' was written by ", saved_world,
+               " rank(s) and this run has ", comm_->size(), ": resume with the same number of ranks (the data order ",
+               "and the per-rank dropout streams depend on it)");
   state_ = state_from(state, static_cast<int64_t>(e_.stages.size()), (dir / "state.json").string());
   // Mid-stage, the optimizer's moments are part of the state.
   LOPPER_CHECK(state_.step == 0 || fs::is_regular_file(dir / "optimizer.safetensors"), "--resume: checkpoint '",
@@ -170,6 +176,7 @@ fs::path Run::take_resume_optimizer() {
 
 // On resume, drop log lines written after the checkpoint (they will be written again).
 void Run::trim_metrics() {
+  if (!writer()) return;
   fs::path p = out_ / "metrics.jsonl";
   if (!fs::exists(p)) return;
   std::ifstream in(p);
@@ -184,9 +191,12 @@ void Run::trim_metrics() {
 }
 
 void Run::save_best() {
-  fs::create_directories(out_ / "best");
-  nn::save_safetensors((out_ / "best" / "model.safetensors").string(), model_->state_dict());
-  for (auto& [stage, m] : methods_) nn::save_safetensors(method_file(out_ / "best", *m).string(), m->state_dict());
+  if (writer()) {
+    fs::create_directories(out_ / "best");
+    nn::save_safetensors((out_ / "best" / "model.safetensors").string(), model_->state_dict());
+    for (auto& [stage, m] : methods_) nn::save_safetensors(method_file(out_ / "best", *m).string(), m->state_dict());
+  }
+  comm_->barrier();  // a later load_best on every rank reads these files
 }
 
 void Run::load_best() {

@@ -73,6 +73,7 @@ json Run::measure() {
 }
 
 void Run::write_summary() {
+  if (!writer()) return;
   json s;
   s["name"] = e_.name;
   s["final_eval"] = state_.last_eval;
@@ -99,6 +100,7 @@ void Run::write_summary() {
   s["dev_examples"] = dev_ ? dev_->size() : 0;
   s["wall_seconds"] = elapsed_seconds();
   s["threads"] = omp_get_max_threads();
+  s["world_size"] = comm_->size();
   s["device"] = device_.str();
   write_atomic(out_ / "summary.json", s.dump(2) + "\n");
   std::fprintf(stderr, "summary: %s\n", (out_ / "summary.json").string().c_str());

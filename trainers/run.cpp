@@ -75,8 +75,10 @@ void Run::stop_if_interrupted() const {
                     "; a checkpoint is saved: continue with --resume");
 }
 
+// Dropout and mask sampling: one stream per (seed, rank); rank 0's is a single process's.
 Run::Run(const Experiment& e, const RunOptions& o)
-    : e_(e), o_(o), out_(e.output_dir), device_(Device::parse(e.device)), dropout_gen_(e.seed ^ 0x5eedull) {}
+    : e_(e), o_(o), out_(e.output_dir), device_(Device::parse(e.device)), comm_(make_communicator()),
+      dropout_gen_((e.seed ^ 0x5eedull) + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(comm_->rank())) {}
 
 void Run::execute() {
   check_device();
@@ -87,7 +89,7 @@ void Run::execute() {
   for (int64_t i = state_.stage; i < static_cast<int64_t>(e_.stages.size()); ++i) {
     state_.stage = i;
     const StageSpec& s = e_.stages[i];
-    std::fprintf(stderr, "== stage %lld: %s\n", static_cast<long long>(i), s.kind.c_str());
+    if (writer()) std::fprintf(stderr, "== stage %lld: %s\n", static_cast<long long>(i), s.kind.c_str());
     stage_kind(s.kind).run(*this, s);
     // A finished stage is a checkpoint: a resumed run starts at the next one.
     RunState next;
@@ -138,6 +140,11 @@ void Run::lock_output() {
 }
 
 void Run::prepare_output() {
+  if (writer()) prepare_output_here();
+  comm_->barrier();  // the others read what rank 0 checked and cleared
+}
+
+void Run::prepare_output_here() {
   lock_output();
   fs::path latest = out_ / "checkpoints" / "LATEST";
   if (o_.resume) {
@@ -217,8 +224,8 @@ void Run::setup() {
   }
   json resolved = e_.resolved;
   resolved["lopper"] = {{"version", version()}, {"git_commit", git_commit()}, {"libraries", library_versions()},
-                        {"threads", omp_get_max_threads()}};
-  write_atomic(out_ / "config.resolved.json", resolved.dump(2) + "\n");
+                        {"threads", omp_get_max_threads()}, {"world_size", comm_->size()}};
+  if (writer()) write_atomic(out_ / "config.resolved.json", resolved.dump(2) + "\n");
 }
 
 // Only the task head may be new; weights the config has no place for are an error inside
@@ -249,7 +256,7 @@ std::unique_ptr<nn::BertForSequenceClassification> Run::build_model(const nn::Be
 Distiller& Run::teacher() {
   if (distiller_) return *distiller_;
   fs::path dir = e_.teacher.path.empty() ? out_ / "teacher" : fs::path(e_.teacher.path);
-  if (e_.teacher.path.empty() && !fs::exists(dir / "model.safetensors")) {
+  if (e_.teacher.path.empty() && !fs::exists(dir / "model.safetensors") && writer()) {
     fs::path tmp = out_ / "teacher.tmp";
     fs::remove_all(tmp);
     fs::create_directories(tmp);
@@ -258,6 +265,7 @@ Distiller& Run::teacher() {
     fs::rename(tmp, dir);
     std::fprintf(stderr, "teacher: the model as it is now, saved to %s\n", dir.string().c_str());
   }
+  if (e_.teacher.path.empty()) comm_->barrier();  // the others load what rank 0 saved
   nn::BertConfig c = nn::BertConfig::from_file((dir / "config.json").string());
   auto teacher = build_model(c);
   nn::LoadReport rep = nn::load_pretrained(*teacher, dir.string(), true);
@@ -306,6 +314,7 @@ json Run::evaluate(int64_t batch_size, bool log, std::vector<std::vector<float>>
 }
 
 void Run::log_metrics(const json& j) {
+  if (!writer()) return;
   std::ofstream f(out_ / "metrics.jsonl", std::ios::app);
   f << j.dump() << "\n";
 }

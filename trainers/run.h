@@ -15,6 +15,7 @@
 #include "nn/bert.h"
 #include "nn/optim.h"
 #include "pruning/method.h"
+#include "trainers/communicator.h"
 #include "trainers/distill.h"
 #include "trainers/experiment.h"
 #include "trainers/runner.h"
@@ -62,6 +63,9 @@ class Run {
   bool regression() const { return regression_; }
   const data::TaskSpec& task() const { return task_; }
   Generator& dropout_gen() { return dropout_gen_; }
+  // The data-parallel ranks (one process: SingleProcess). Rank 0 alone writes output_dir.
+  Communicator& comm() { return *comm_; }
+  bool writer() const { return comm_->rank() == 0; }
   std::vector<ActiveMethod>& methods() { return methods_; }
   // The teacher (teacher.path, or the model as it is at the first call, saved to
   // output_dir/teacher so that a resumed run distills from the same one).
@@ -89,6 +93,7 @@ class Run {
   void check_device() const;
   void check_limits() const;
   void prepare_output();
+  void prepare_output_here();  // rank 0: lock, check, clear
   void lock_output();
   void setup();
   void restore();  // from output_dir's LATEST checkpoint
@@ -102,6 +107,7 @@ class Run {
   RunOptions o_;
   std::filesystem::path out_;
   Device device_;
+  std::unique_ptr<Communicator> comm_;  // before dropout_gen_, which is seeded per rank
   Generator dropout_gen_;
   RunState state_;
   data::TaskSpec task_;

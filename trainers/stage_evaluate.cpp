@@ -38,7 +38,7 @@ StageKind evaluate_stage() {
       text += nlohmann::json{{"index", i}, {"logits", l}, {"prediction", run.regression() ? nlohmann::json(l[0]) : nlohmann::json(pred)},
                              {"label", labels[i]}}.dump() + "\n";
     }
-    write_atomic(run.out() / "predictions.jsonl", text);
+    if (run.writer()) write_atomic(run.out() / "predictions.jsonl", text);
   };
   return k;
 }

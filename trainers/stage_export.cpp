@@ -24,6 +24,7 @@ StageKind export_stage() {
     return o;
   };
   k.run = [](Run& run, const StageSpec&) {
+    if (!run.writer()) return;  // rank 0 writes for every rank
     fs::path dir = run.out() / "model", tmp = run.out() / "model.tmp";
     fs::remove_all(tmp);
     fs::create_directories(tmp);

@@ -49,7 +49,7 @@ void log_step(Run& run, const TrainOptions& o, const StepStats& st, int64_t tota
     extra += ' ';
     extra += m.method->status();
   }
-  progress.update(state.step, st.loss * k, st.lr, st.examples, extra);
+  if (run.writer()) progress.update(state.step, st.loss * k, st.lr, st.examples, extra);
   if (state.step % o.log_every != 0 && state.step != total) return;
   json j = {{"stage", state.stage}, {"step", state.step}, {"epoch", state.epoch}, {"loss", st.loss * k}, {"lr", st.lr},
            {"grad_norm", st.grad_norm}};
@@ -62,6 +62,16 @@ void log_step(Run& run, const TrainOptions& o, const StepStats& st, int64_t tota
 
 // A step whose loss or gradients went NaN or infinite ends the run there: no weight was
 // updated, no checkpoint is written over the last good one, no later stage runs.
+// The step's losses as the mean over ranks, and its examples summed: what one process with
+// the whole global batch would log.
+void average_stats(Communicator& comm, StepStats& st) {
+  Tensor v = Tensor::from_vector<double>({st.loss, st.task, st.logits, st.hidden, st.grad_norm}, {5});
+  comm.all_reduce(v, Reduce::mean);
+  auto m = v.to_vector<double>();
+  st.loss = m[0], st.task = m[1], st.logits = m[2], st.hidden = m[3], st.grad_norm = m[4];
+  st.examples *= comm.size();
+}
+
 [[noreturn]] void stop_non_finite(Run& run, const StageSpec& s, const StepStats& st, int64_t total) {
   std::string latest;
   std::ifstream(run.out() / "checkpoints" / "LATEST") >> latest;
@@ -82,6 +92,13 @@ void train_stage(Run& run, const StageSpec& s, const TrainOptions& o) {
     state.best_step = -1;
   }
   int64_t batches_per_epoch = (train->size() + o.batch_size - 1) / o.batch_size;
+  // Data parallel: the epoch is cut into global batches of batch_size x world, the same ones
+  // a single process with that batch size would take, and rank r trains on rows
+  // [r batch_size, (r + 1) batch_size) of each; a last global batch too short to give every
+  // rank a full share is dropped (one process keeps its last, shorter batch).
+  Communicator& comm = run.comm();
+  const int64_t world = comm.size();
+  if (world > 1) batches_per_epoch = train->size() / (o.batch_size * world);
   int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / o.grad_accum);
   int64_t total = o.max_steps > 0 ? o.max_steps : static_cast<int64_t>(std::ceil(o.epochs * steps_per_epoch));
   int64_t eval_every = o.eval_every > 0 ? o.eval_every : steps_per_epoch;
@@ -89,35 +106,44 @@ void train_stage(Run& run, const StageSpec& s, const TrainOptions& o) {
 
   std::vector<pruning::PruningMethod*> methods;
   for (auto& m : run.methods()) methods.push_back(m.method.get());
-  SingleProcess comm;
   TrainerOptions to{o.lr, o.weight_decay,
                     nn::LrSchedule{nn::schedule_from_name(o.schedule), static_cast<int64_t>(o.warmup_ratio * total), total},
                     o.max_grad_norm, o.label_smoothing, run.regression()};
   Trainer trainer(run.model(), methods, o.distill ? &run.teacher() : nullptr, comm, run.dropout_gen(), to);
   if (auto p = run.take_resume_optimizer(); !p.empty())
     trainer.optimizer().load_state_dict(nn::load_safetensors(p.string()).tensors);
-  std::fprintf(stderr, "%s: %lld examples, %lld steps (%lld per epoch), batch %lld x %lld, lr %.2e, %d threads, %s\n",
-               s.kind.c_str(), static_cast<long long>(train->size()), static_cast<long long>(total),
-               static_cast<long long>(steps_per_epoch), static_cast<long long>(o.batch_size),
-               static_cast<long long>(o.grad_accum), o.lr, omp_get_max_threads(), run.device().str().c_str());
+  if (run.writer())
+    std::fprintf(stderr, "%s: %lld examples, %lld steps (%lld per epoch), batch %lld x %lld%s, lr %.2e, %d threads, %s\n",
+                 s.kind.c_str(), static_cast<long long>(train->size()), static_cast<long long>(total),
+                 static_cast<long long>(steps_per_epoch), static_cast<long long>(o.batch_size),
+                 static_cast<long long>(o.grad_accum),
+                 world > 1 ? (" x " + std::to_string(world) + " ranks (" + comm.name() + ")").c_str() : "", o.lr,
+                 omp_get_max_threads(), run.device().str().c_str());
 
   const std::string metric = main_metric(run.experiment().data.task, run.regression());
   Progress progress(s.kind, total, o.log_every);
   while (state.step < total) {
-    auto batches = data::epoch_batches(*train, o.batch_size, true, run.experiment().seed, state.epoch);
+    auto batches = data::epoch_batches(*train, o.batch_size * world, true, run.experiment().seed, state.epoch);
+    if (world > 1) std::erase_if(batches, [&](const auto& b) { return static_cast<int64_t>(b.size()) < o.batch_size * world; });
     while (state.step < total && state.batch_in_epoch + o.grad_accum <= static_cast<int64_t>(batches.size())) {
       std::vector<data::Batch> micro;
-      for (int64_t a = 0; a < o.grad_accum; ++a) micro.push_back(run.on_device(train->collate(batches[state.batch_in_epoch++])));
+      for (int64_t a = 0; a < o.grad_accum; ++a) {
+        const std::vector<int64_t>& global = batches[state.batch_in_epoch++];
+        std::vector<int64_t> mine(global.begin() + comm.rank() * o.batch_size,
+                                  global.begin() + std::min<int64_t>(global.size(), (comm.rank() + 1) * o.batch_size));
+        micro.push_back(run.on_device(train->collate(world > 1 ? mine : global)));
+      }
       StepStats st = trainer.step(micro, state.step, total);
+      if (world > 1) average_stats(comm, st);
       if (!st.finite()) stop_non_finite(run, s, st, total);
       ++state.step;
       log_step(run, o, st, total, progress);
       bool at_end = state.step == total;
       if (state.step % eval_every == 0 || at_end) {
         json m = run.evaluate(o.eval_batch_size);
-        progress.note("eval at step " + std::to_string(state.step) + ": " + m.dump());
+        if (run.writer()) progress.note("eval at step " + std::to_string(state.step) + ": " + m.dump());
         for (auto& am : run.methods())
-          if (std::string p = am.method->picture(); !p.empty()) progress.note(p);
+          if (std::string p = am.method->picture(); !p.empty() && run.writer()) progress.note(p);
         if (double score = m.at(metric); score > state.best) {
           state.best = score;
           state.best_step = state.step;
@@ -135,7 +161,7 @@ void train_stage(Run& run, const StageSpec& s, const TrainOptions& o) {
       state.batch_in_epoch = 0;
     }
   }
-  progress.finish();
+  if (run.writer()) progress.finish();
   if (o.load_best && state.best_step > 0 && state.best_step != state.step) {
     run.load_best();
     std::fprintf(stderr, "%s: loaded the best checkpoint (step %lld, %s %.4f)\n", s.kind.c_str(),
