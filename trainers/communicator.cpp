@@ -13,10 +13,11 @@ std::unique_ptr<Communicator> make_mpi_communicator();  // trainers/communicator
 #endif
 
 namespace {
-// The world size a launcher announced in the environment (Open MPI's mpirun, PMI/PMIx as
-// used by srun, Slurm itself), or 0 when none did.
+// The world size a launcher announced in the environment (Open MPI's mpirun, PMI as used
+// by srun, Slurm's job step: not SLURM_NTASKS, which a batch script's own single process
+// sees too), or 0 when none did.
 int launcher_world_size() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS"})
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"})
     if (const char* s = std::getenv(v)) return std::atoi(s);
   return std::getenv("PMIX_RANK") ? 2 : 0;  // PMIx without a size: at least a launcher
 }
