@@ -48,13 +48,15 @@ inline void add_verbose(CLI::App& app, bool& verbose) {
 
 // Prints an error the work threw as one line, "APP: error: MESSAGE", with the source line
 // that threw it only when verbose (or in a debug build); returns the exit code, 1.
-inline int report_error(const CLI::App& app, const std::exception& e, bool verbose) {
+// who: "" or what tells this process from others of its job ("rank 1 of 2").
+inline int report_error(const CLI::App& app, const std::exception& e, bool verbose, const std::string& who = "") {
 #ifndef NDEBUG
   verbose = true;
 #endif
   const auto* le = dynamic_cast<const lopper::Error*>(&e);
   std::string where = verbose && le && !le->where().empty() ? " (" + le->where() + ")" : "";
-  std::fprintf(stderr, "%s: error: %s%s\n", app.get_name().c_str(), e.what(), where.c_str());
+  std::string name = app.get_name() + (who.empty() ? "" : " (" + who + ")");
+  std::fprintf(stderr, "%s: error: %s%s\n", name.c_str(), e.what(), where.c_str());
   return 1;
 }
 

@@ -1,10 +1,12 @@
 // finetune_prune: runs an experiment file's stages (see docs/experiment.md).
+#include <csignal>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "apps/cli.h"
 #include "core/error.h"
+#include "trainers/communicator.h"
 #include "trainers/runner.h"
 #include "trainers/stages.h"
 
@@ -42,6 +44,8 @@ int main(int argc, char** argv) {
       size_t colon = v.find(':');
       if (colon != std::string::npos) opts.kill_stage = std::atoll(v.substr(0, colon).c_str());
       opts.kill_after_step = std::atoll(v.substr(colon == std::string::npos ? 0 : colon + 1).c_str());
+      std::string sig = std::getenv("LOPPER_KILL_SIGNAL") ? std::getenv("LOPPER_KILL_SIGNAL") : "KILL";
+      opts.kill_signal = sig == "TERM" ? SIGTERM : sig == "INT" ? SIGINT : SIGKILL;
     }
     trainers::Experiment e = trainers::load_experiment(file, overrides);
     if (validate) {
@@ -54,7 +58,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "finetune_prune: %s\n", ex.what());
     return 130;  // as a shell reports a process stopped by SIGINT
   } catch (const std::exception& ex) {
-    return apps::report_error(app, ex, verbose);
+    return apps::report_error(app, ex, verbose, trainers::launcher_rank_label());
   }
   return 0;
 }

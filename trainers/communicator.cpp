@@ -23,6 +23,14 @@ int launcher_world_size() {
 }
 }  // namespace
 
+std::string launcher_rank_label() {
+  int world = launcher_world_size();
+  if (world <= 1) return "";
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID", "PMIX_RANK"})
+    if (const char* s = std::getenv(v)) return "rank " + std::string(s) + " of " + std::to_string(world);
+  return "";
+}
+
 std::unique_ptr<Communicator> make_communicator() {
   int world = launcher_world_size();
 #ifdef LOPPER_WITH_MPI
@@ -35,7 +43,7 @@ std::unique_ptr<Communicator> make_communicator() {
 }
 
 #ifndef LOPPER_WITH_NCCL
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, int) {
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator>, int) {
   LOPPER_FAIL("[communicator] this build has no NCCL (a CUDA build finds it beside the toolkit: nccl.h, libnccl)");
 }
 #endif

@@ -20,7 +20,9 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual std::string name() const = 0;  // "single", "mpi"
+  // This process's index among the ranks on its node: which GPU it takes (cuda:local_rank).
+  virtual int local_rank() const = 0;
+  virtual std::string name() const = 0;  // "single", "mpi", "nccl"
   // In place, on every rank, over a contiguous f32 or f64 tensor of the same shape everywhere.
   virtual void all_reduce(const Tensor& t, Reduce op) = 0;
   // In place: every rank gets root's values.
@@ -28,17 +30,22 @@ class Communicator {
   // (n, ...) on each rank -> (size * n, ...), rank 0's rows first; same shape on every rank.
   virtual Tensor all_gather(const Tensor& t) = 0;
   virtual void barrier() = 0;
+  // Ends every rank of the job now with `code` (MPI_Abort): for an error seen by one rank,
+  // which the others, waiting in a collective, would never see. One process: returns.
+  virtual void abort(int code) noexcept = 0;
 };
 
 class SingleProcess final : public Communicator {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
+  int local_rank() const override { return 0; }
   std::string name() const override { return "single"; }
   void all_reduce(const Tensor&, Reduce) override {}
   void broadcast(const Tensor&, int) override {}
   Tensor all_gather(const Tensor& t) override { return t; }
   void barrier() override {}
+  void abort(int) noexcept override {}
 };
 
 // MPI when this process was started by mpirun or srun with more than one rank and Lopper
@@ -46,10 +53,15 @@ class SingleProcess final : public Communicator {
 // by a build without MPI (each would train alone and write the same files).
 std::unique_ptr<Communicator> make_communicator();
 
+// "rank R of N" when a launcher started this process as one of several ranks, "" otherwise;
+// read from the launcher's environment, for messages before (or without) a communicator.
+std::string launcher_rank_label();
+
 // NCCL over this process's GPU `device`, with the ranks and NCCL's unique id taken from
-// `bootstrap` (MPI across processes; SingleProcess for one GPU). Throws in a build without
-// NCCL (LOPPER_CUDA where libnccl and nccl.h are found beside the CUDA toolkit).
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device);
+// `bootstrap` (MPI across processes; SingleProcess for one GPU), which it keeps for abort.
+// Throws in a build without NCCL (LOPPER_CUDA where libnccl and nccl.h are found beside
+// the CUDA toolkit).
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> bootstrap, int device);
 
 // Replaces each parameter's gradient by its mean over the ranks: the gradients are copied
 // into contiguous buckets of at most bucket_bytes (same dtype and device in a bucket), one

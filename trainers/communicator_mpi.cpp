@@ -43,6 +43,10 @@ class Mpi final : public Communicator {
     LOPPER_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     LOPPER_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
     LOPPER_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
+    MPI_Comm node;  // the ranks that share this node's memory
+    LOPPER_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+    LOPPER_MPI_CHECK(MPI_Comm_rank(node, &local_rank_));
+    LOPPER_MPI_CHECK(MPI_Comm_free(&node));
   }
   ~Mpi() override {
     int done = 0;
@@ -51,6 +55,7 @@ class Mpi final : public Communicator {
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  int local_rank() const override { return local_rank_; }
   std::string name() const override { return "mpi"; }
 
   void all_reduce(const Tensor& t, Reduce op) override {
@@ -78,6 +83,7 @@ class Mpi final : public Communicator {
     return out.to(t.device());
   }
   void barrier() override { LOPPER_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+  void abort(int code) noexcept override { MPI_Abort(MPI_COMM_WORLD, code); }
 
  private:
   // f(host view of t), then t updated from it: in place for a contiguous CPU tensor.
@@ -90,7 +96,7 @@ class Mpi final : public Communicator {
     Tensor(t).copy_(h.to(t.device()));
   }
 
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
   bool owner_ = false;
 };
 

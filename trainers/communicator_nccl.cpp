@@ -33,19 +33,23 @@ ncclDataType_t nccl_type(DType t) {
 
 class Nccl final : public Communicator {
  public:
-  Nccl(Communicator& bootstrap, int device) : rank_(bootstrap.rank()), size_(bootstrap.size()), device_(device) {
+  Nccl(std::unique_ptr<Communicator> bootstrap, int device)
+      : boot_(std::move(bootstrap)), rank_(boot_->rank()), size_(boot_->size()), device_(device) {
     LOPPER_CUDA_CHECK(cudaSetDevice(device));
     ncclUniqueId id{};
     if (rank_ == 0) LOPPER_NCCL_CHECK(ncclGetUniqueId(&id));
     Tensor bytes = Tensor::empty({static_cast<int64_t>(sizeof id)}, DType::u8);
     std::memcpy(bytes.raw_data(), &id, sizeof id);
-    bootstrap.broadcast(bytes, 0);
+    boot_->broadcast(bytes, 0);
     std::memcpy(&id, bytes.raw_data(), sizeof id);
     LOPPER_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_));
   }
-  ~Nccl() override { ncclCommDestroy(comm_); }
+  ~Nccl() override {
+    if (comm_) ncclCommDestroy(comm_);
+  }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  int local_rank() const override { return boot_->local_rank(); }
   std::string name() const override { return "nccl"; }
 
   void all_reduce(const Tensor& t, Reduce op) override {
@@ -77,6 +81,11 @@ class Nccl final : public Communicator {
     Tensor one = Tensor::ones({1}, DType::f32, Device::cuda(device_));
     all_reduce(one, Reduce::sum);
   }
+  void abort(int code) noexcept override {
+    ncclCommAbort(comm_);  // leaves no collective of ours waiting, then the job ends
+    comm_ = nullptr;
+    boot_->abort(code);
+  }
 
  private:
   // f(t on this rank's GPU, contiguous), then t updated from it; waits for the collective.
@@ -89,14 +98,15 @@ class Nccl final : public Communicator {
     if (!d.shares_storage(t)) Tensor(t).copy_(d.to(t.device()));
   }
 
+  std::unique_ptr<Communicator> boot_;  // the ranks' other channel: MPI, or SingleProcess
   int rank_, size_, device_;
   ncclComm_t comm_ = nullptr;
 };
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device) {
-  return std::make_unique<Nccl>(bootstrap, device);
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> bootstrap, int device) {
+  return std::make_unique<Nccl>(std::move(bootstrap), device);
 }
 
 }  // namespace lopper::trainers

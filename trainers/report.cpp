@@ -99,6 +99,14 @@ void Run::write_summary() {
   s["train_examples"] = train_ ? train_->size() : 0;
   s["dev_examples"] = dev_ ? dev_->size() : 0;
   s["wall_seconds"] = elapsed_seconds();
+  json timing = json::array();  // per training stage: where its time went
+  for (auto& [stage, t] : state_.timing.items()) {
+    double n = t["steps"].get<double>(), sec = t["seconds"].get<double>(), comm = t["allreduce_seconds"].get<double>();
+    timing.push_back({{"stage", std::stoll(stage)}, {"kind", t["kind"]}, {"steps", t["steps"]}, {"ms_per_step", 1e3 * sec / n},
+                      {"allreduce_ms_per_step", 1e3 * comm / n}, {"allreduce_share", sec > 0 ? comm / sec : 0.0}});
+  }
+  std::sort(timing.begin(), timing.end(), [](const json& a, const json& b) { return a["stage"] < b["stage"]; });
+  s["timing"] = timing;
   s["threads"] = omp_get_max_threads();
   s["world_size"] = comm_->size();
   s["device"] = device_.str();

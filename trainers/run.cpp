@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
 #include <optional>
 
@@ -68,8 +69,16 @@ void catch_interrupts() {
 
 bool interrupt_requested() { return g_interrupted != 0; }
 
-void Run::stop_if_interrupted() const {
-  if (!interrupt_requested()) return;
+// With several ranks a signal may reach them at different steps; they stop together at
+// the first step boundary after any of them saw one.
+bool Run::interrupted() {
+  if (comm_->size() == 1) return interrupt_requested();
+  Tensor flag = Tensor::full({1}, interrupt_requested() ? 1.0 : 0.0, DType::f64);
+  comm_->all_reduce(flag, Reduce::sum);
+  return flag.item<double>() > 0;
+}
+
+void Run::stop() const {
   const StageSpec& s = e_.stages.at(static_cast<size_t>(state_.stage));
   throw Interrupted("interrupted at " + s.path + " (" + s.kind + "), step " + std::to_string(state_.step) +
                     "; a checkpoint is saved: continue with --resume");
@@ -81,7 +90,24 @@ Run::Run(const Experiment& e, const RunOptions& o)
       dropout_gen_((e.seed ^ 0x5eedull) + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(comm_->rank())) {}
 
 void Run::execute() {
-  check_device();
+  try {
+    execute_here();
+  } catch (const Interrupted&) {
+    throw;  // every rank agreed to stop (Run::interrupted) and saved its checkpoint
+  } catch (const std::exception& ex) {
+    // An error seen by one rank: the others may be waiting for it in a collective, so the
+    // whole job ends here, with this rank's message.
+    if (comm_->size() > 1) {
+      std::fprintf(stderr, "finetune_prune (rank %d of %d): error: %s\nfinetune_prune (rank %d): ending every rank\n",
+                   comm_->rank(), comm_->size(), ex.what(), comm_->rank());
+      comm_->abort(1);
+    }
+    throw;
+  }
+}
+
+void Run::execute_here() {
+  place();
   load_inputs();  // every input is read and checked before anything is written
   prepare_output();
   setup();
@@ -99,11 +125,24 @@ void Run::execute() {
     next.best_step = state_.best_step;
     next.last_eval = state_.last_eval;
     next.pruning = state_.pruning;
+    next.timing = state_.timing;
     state_ = next;
     save_checkpoint(nullptr);
-    if (i + 1 < static_cast<int64_t>(e_.stages.size())) stop_if_interrupted();  // after the last, just finish
+    if (i + 1 < static_cast<int64_t>(e_.stages.size()) && interrupted()) stop();  // after the last, just finish
   }
   write_summary();
+}
+
+// The device this rank computes on, and on GPUs the communicator: with several ranks,
+// "cuda" is cuda:<local rank> and gradients go through NCCL (MPI only bootstraps it).
+void Run::place() {
+  if (device_.is_cuda() && comm_->size() > 1) {
+    LOPPER_CHECK(e_.device == "cuda", "device: '", e_.device, "' with ", comm_->size(), " ranks: write \"cuda\", and each ",
+                 "rank takes the GPU of its local rank (cuda:0, cuda:1, ... on each node)");
+    device_ = Device::cuda(comm_->local_rank());
+  }
+  check_device();
+  if (device_.is_cuda() && comm_->size() > 1) comm_ = make_nccl_communicator(std::move(comm_), device_.index);
 }
 
 void Run::check_device() const {
@@ -111,7 +150,7 @@ void Run::check_device() const {
   LOPPER_CHECK(cuda_built(), "device: '", e_.device, "' needs a CUDA build of Lopper; this one is CPU-only (configure with ",
                "-DLOPPER_CUDA=ON where the CUDA toolkit is installed), or set \"device\": \"cpu\"");
   int n = cuda_device_count();
-  LOPPER_CHECK(device_.index < n, "device: '", e_.device, "' is not available: this machine has ",
+  LOPPER_CHECK(device_.index < n, "device: '", device_.str(), "' is not available: this machine has ",
                n == 0 ? std::string("no CUDA device") : std::to_string(n) + " CUDA device(s)", " (set \"device\": \"cpu\")");
 }
 
@@ -285,6 +324,8 @@ data::Batch Run::on_device(data::Batch b) const {
   return b;
 }
 
+// With several ranks, rank r evaluates batches r, r + world, ... (the very batches one
+// process takes) and the logits are gathered, so every rank computes one process's metrics.
 json Run::evaluate(int64_t batch_size, bool log, std::vector<std::vector<float>>* logits_out) {
   LOPPER_CHECK(dev_ != nullptr, "[evaluate] needs data.dev");
   NoGradGuard ng;
@@ -292,21 +333,38 @@ json Run::evaluate(int64_t batch_size, bool log, std::vector<std::vector<float>>
   for (auto& m : methods_) m.method->attach(*model_->bert, nullptr);  // deterministic masks
   std::optional<nn::BlockSparseScope> sparse;
   if (device_.is_cpu()) sparse.emplace(*model_, e_.block_sparse);
-  std::vector<double> pred, label;
-  for (auto& idx : data::epoch_batches(*dev_, batch_size, false, 0, 0)) {
-    data::Batch b = on_device(dev_->collate(idx));
-    Tensor logits = model_->forward(b.input_ids, b.token_type_ids, b.attention_mask).data();
-    if (logits_out) {
-      auto flat = logits.to_vector<float>();
-      int64_t c = logits.size(1);
-      for (int64_t r = 0; r < logits.size(0); ++r) logits_out->emplace_back(flat.begin() + r * c, flat.begin() + (r + 1) * c);
+  const int64_t n = dev_->size(), world = comm_->size(), rank = comm_->rank();
+  auto batches = data::epoch_batches(*dev_, batch_size, false, 0, 0);
+  std::vector<int64_t> rows(world, 0);  // examples each rank evaluates
+  for (size_t i = 0; i < batches.size(); ++i) rows[i % world] += static_cast<int64_t>(batches[i].size());
+  const int64_t width = regression_ ? 1 : cfg_.num_labels, most = *std::max_element(rows.begin(), rows.end());
+  Tensor mine = Tensor::full({most, 1 + width}, -1.0, DType::f64);  // (most, 1 + labels): example index, logits
+  double* out = mine.data<double>();
+  for (size_t i = rank; i < batches.size(); i += world) {
+    data::Batch b = on_device(dev_->collate(batches[i]));
+    auto logits = model_->forward(b.input_ids, b.token_type_ids, b.attention_mask).data().to_vector<float>();  // (B, width)
+    for (size_t r = 0; r < batches[i].size(); ++r, out += 1 + width) {
+      out[0] = static_cast<double>(batches[i][r]);
+      std::copy(logits.begin() + r * width, logits.begin() + (r + 1) * width, out + 1);
     }
-    auto v = regression_ ? logits.reshape({-1}).to_vector<double>() : argmax(logits, -1).to_vector<double>();
-    pred.insert(pred.end(), v.begin(), v.end());
   }
+  Tensor all = comm_->all_gather(mine);  // (world * most, 1 + width)
+  std::vector<std::vector<float>> by_example(n);
+  const double* a = all.data<double>();
+  for (int64_t r = 0; r < all.size(0); ++r, a += 1 + width)
+    if (a[0] >= 0) by_example[static_cast<size_t>(a[0])].assign(a + 1, a + 1 + width);
+  std::vector<float> flat;
+  for (const auto& l : by_example) {
+    LOPPER_CHECK(static_cast<int64_t>(l.size()) == width, "[evaluate] an example was not evaluated");
+    flat.insert(flat.end(), l.begin(), l.end());
+  }
+  Tensor logits = Tensor::from_vector<float>(flat, {n, width});  // (n, labels), in the dev set's order
+  std::vector<double> pred = regression_ ? logits.reshape({-1}).to_vector<double>() : argmax(logits, -1).to_vector<double>();
+  std::vector<double> label;
+  if (logits_out) *logits_out = std::move(by_example);
   for (float l : dev_->labels()) label.push_back(l);
   json m = task_metrics(e_.data.task, pred, label, regression_);
-  m["examples"] = dev_->size();
+  m["examples"] = n;
   if (sparse && !sparse->layers().empty()) m["block_sparse_linears"] = sparse->layers().size();
   state_.last_eval = m;
   if (log) log_metrics({{"stage", state_.stage}, {"step", state_.step}, {"eval", m}});

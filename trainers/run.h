@@ -34,6 +34,7 @@ struct RunState {
   nlohmann::json last_eval;
   double wall_seconds = 0;                         // run time up to this state, over every resume
   nlohmann::json pruning = nlohmann::json::object();  // before/after measurements, what finalize removed
+  nlohmann::json timing = nlohmann::json::object();   // per training stage: steps, seconds, all-reduce seconds
 };
 
 // A pruning method attached by a stage, until a finalize stage removes it.
@@ -83,12 +84,16 @@ class Run {
   // Size and speed of the model as it is now: parameters, heads, FLOPs, latency.
   nlohmann::json measure();
   double elapsed_seconds() const;
-  // After a step (or a stage) whose checkpoint is saved: throws Interrupted if a signal came.
-  void stop_if_interrupted() const;
+  // Whether a SIGINT or SIGTERM reached this rank or any other (a collective: every rank
+  // asks at the same step boundary). Then the caller saves a checkpoint and calls stop().
+  bool interrupted();
+  [[noreturn]] void stop() const;  // throws Interrupted, naming the stage and step
   // An optimizer state saved by the checkpoint this run resumed from, taken once.
   std::filesystem::path take_resume_optimizer();
 
  private:
+  void execute_here();
+  void place();  // this rank's device, NCCL for several GPUs
   void load_inputs();
   void check_device() const;
   void check_limits() const;
@@ -126,7 +131,7 @@ class Run {
 };
 
 // True once SIGINT or SIGTERM arrived during Run::execute; training loops stop at the next
-// step boundary, save a checkpoint and throw Interrupted (Run::stop_if_interrupted).
+// step boundary, save a checkpoint and throw Interrupted (Run::interrupted, Run::stop).
 bool interrupt_requested();
 
 // Writes text to path through a temporary file and a rename: never half-written.

@@ -4,6 +4,7 @@
 // resumes a killed run from its last checkpoint with the same result. The machinery is
 // trainers/run.h; this header is all an app needs.
 #pragma once
+#include <csignal>
 #include <string>
 
 #include "core/error.h"
@@ -14,10 +15,12 @@ namespace lopper::trainers {
 struct RunOptions {
   bool resume = false;     // continue from output_dir's last checkpoint
   bool overwrite = false;  // clear a previous run in output_dir first
-  // Testing aid: the process SIGKILLs itself right after this optimizer step (-1: never) of
-  // stage kill_stage (-1: any). Set from LOPPER_KILL_AFTER_STEP ("STEP" or "STAGE:STEP").
+  // Testing aid: the process sends itself kill_signal (SIGKILL unless LOPPER_KILL_SIGNAL is
+  // TERM or INT) right after this optimizer step (-1: never) of stage kill_stage (-1: any).
+  // Set from LOPPER_KILL_AFTER_STEP ("STEP" or "STAGE:STEP").
   int64_t kill_after_step = -1;
   int64_t kill_stage = -1;
+  int kill_signal = SIGKILL;
 };
 
 // Thrown when SIGINT or SIGTERM stopped a run at a step boundary, after a checkpoint: the

@@ -28,7 +28,7 @@ StageKind evaluate_stage() {
     const auto& o = s.as<EvaluateOptions>();
     std::vector<std::vector<float>> logits;
     nlohmann::json m = run.evaluate(o.eval_batch_size, true, o.write_predictions ? &logits : nullptr);
-    std::fprintf(stderr, "evaluate: %s\n", m.dump().c_str());
+    if (run.writer()) std::fprintf(stderr, "evaluate: %s\n", m.dump().c_str());
     if (!o.write_predictions) return;
     std::string text;
     const auto& labels = run.dev_data()->labels();

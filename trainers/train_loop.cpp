@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
 
@@ -72,6 +73,26 @@ void average_stats(Communicator& comm, StepStats& st) {
   st.examples *= comm.size();
 }
 
+// Per training stage, in RunState::timing (kept over resumes) and summary.json: steps, wall
+// seconds of the steps (batches, forward, backward, all-reduce, update; not evaluation or
+// checkpoints) and of the gradient all-reduce.
+void add_timing(Run& run, const StageSpec& s, double seconds, double comm_seconds) {
+  nlohmann::json& t = run.state().timing[std::to_string(run.state().stage)];
+  if (t.is_null()) t = {{"kind", s.kind}, {"steps", 0}, {"seconds", 0.0}, {"allreduce_seconds", 0.0}};
+  t["steps"] = t["steps"].get<int64_t>() + 1;
+  t["seconds"] = t["seconds"].get<double>() + seconds;
+  t["allreduce_seconds"] = t["allreduce_seconds"].get<double>() + comm_seconds;
+}
+
+void print_timing(Run& run, const StageSpec& s) {
+  const nlohmann::json& t = run.state().timing[std::to_string(run.state().stage)];
+  if (t.is_null() || t["steps"].get<int64_t>() == 0) return;
+  double n = t["steps"].get<double>(), sec = t["seconds"].get<double>(), comm = t["allreduce_seconds"].get<double>();
+  std::fprintf(stderr, "%s: %.0f steps, %.1f ms per step", s.kind.c_str(), n, 1e3 * sec / n);
+  if (run.comm().size() > 1) std::fprintf(stderr, ", gradient all-reduce %.1f ms (%.1f%%)", 1e3 * comm / n, 100 * comm / sec);
+  std::fputc('\n', stderr);
+}
+
 [[noreturn]] void stop_non_finite(Run& run, const StageSpec& s, const StepStats& st, int64_t total) {
   std::string latest;
   std::ifstream(run.out() / "checkpoints" / "LATEST") >> latest;
@@ -126,6 +147,7 @@ void train_stage(Run& run, const StageSpec& s, const TrainOptions& o) {
     auto batches = data::epoch_batches(*train, o.batch_size * world, true, run.experiment().seed, state.epoch);
     if (world > 1) std::erase_if(batches, [&](const auto& b) { return static_cast<int64_t>(b.size()) < o.batch_size * world; });
     while (state.step < total && state.batch_in_epoch + o.grad_accum <= static_cast<int64_t>(batches.size())) {
+      auto t_step = std::chrono::steady_clock::now();
       std::vector<data::Batch> micro;
       for (int64_t a = 0; a < o.grad_accum; ++a) {
         const std::vector<int64_t>& global = batches[state.batch_in_epoch++];
@@ -135,6 +157,7 @@ void train_stage(Run& run, const StageSpec& s, const TrainOptions& o) {
       }
       StepStats st = trainer.step(micro, state.step, total);
       if (world > 1) average_stats(comm, st);
+      add_timing(run, s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count(), st.comm_seconds);
       if (!st.finite()) stop_non_finite(run, s, st, total);
       ++state.step;
       log_step(run, o, st, total, progress);
@@ -151,17 +174,21 @@ void train_stage(Run& run, const StageSpec& s, const TrainOptions& o) {
         }
       }
       state.dropout_offset = run.dropout_gen().offset();
-      if (state.step % ckpt_every == 0 || at_end || interrupt_requested()) run.save_checkpoint(&trainer.optimizer());
-      run.stop_if_interrupted();
+      bool stop = run.interrupted();
+      if (state.step % ckpt_every == 0 || at_end || stop) run.save_checkpoint(&trainer.optimizer());
+      if (stop) run.stop();
       const RunOptions& ro = run.options();
-      if (ro.kill_after_step == state.step && (ro.kill_stage < 0 || ro.kill_stage == state.stage)) ::raise(SIGKILL);
+      if (ro.kill_after_step == state.step && (ro.kill_stage < 0 || ro.kill_stage == state.stage)) ::raise(ro.kill_signal);
     }
     if (state.step < total) {
       ++state.epoch;
       state.batch_in_epoch = 0;
     }
   }
-  if (run.writer()) progress.finish();
+  if (run.writer()) {
+    progress.finish();
+    print_timing(run, s);
+  }
   if (o.load_best && state.best_step > 0 && state.best_step != state.step) {
     run.load_best();
     std::fprintf(stderr, "%s: loaded the best checkpoint (step %lld, %s %.4f)\n", s.kind.c_str(),

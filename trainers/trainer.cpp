@@ -1,6 +1,8 @@
 // One training step, top to bottom.
 #include "trainers/trainer.h"
 
+#include <chrono>
+
 #include "nn/losses.h"
 
 namespace lopper::trainers {
@@ -52,7 +54,9 @@ StepStats Trainer::step(const std::vector<data::Batch>& micro_batches, int64_t s
     ag::scale(loss, k).backward();
     st.examples += b.input_ids.size(0);
   }
+  auto t0 = std::chrono::steady_clock::now();
   all_reduce_gradients(comm_, trainable_);
+  st.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double model_norm = nn::clip_grad_norm(model_.parameters(), o_.max_grad_norm);  // 0: none; not the methods'
   st.grad_norm = std::hypot(model_norm, nn::grad_norm(method_params_));          // before clipping
   if (!st.finite()) return st;  // no update: the loop stops the run at this step

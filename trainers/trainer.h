@@ -30,6 +30,7 @@ struct StepStats {
   int64_t examples = 0;
   double lr = 0;         // the learning rate this step used
   double grad_norm = 0;  // of the model's and the methods' gradients, before clipping
+  double comm_seconds = 0;  // wall time of the gradient all-reduce
   // A step whose loss or gradients are NaN or infinite changes no weight.
   bool finite() const { return std::isfinite(loss) && std::isfinite(grad_norm); }
 };

@@ -14,10 +14,10 @@ TEST(Nccl, OneRankCollectivesOnTheGpu) {
   GTEST_SKIP() << "this build has no NCCL (a CUDA build where nccl.h and libnccl are found)";
 #else
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: NCCL runs only where a GPU is present";
-  trainers::SingleProcess boot;
-  auto c = trainers::make_nccl_communicator(boot, 0);
+  auto c = trainers::make_nccl_communicator(std::make_unique<trainers::SingleProcess>(), 0);
   EXPECT_EQ(c->name(), "nccl");
   EXPECT_EQ(c->size(), 1);
+  EXPECT_EQ(c->local_rank(), 0);
   Generator g(3);
   Tensor x = normal({5, 7}, 0, 1, g), d = x.to(Device::cuda(0));
   c->all_reduce(d, trainers::Reduce::sum);

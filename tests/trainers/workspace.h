@@ -24,17 +24,21 @@ struct Result {
   std::string err;
 };
 
-// Runs finetune_prune with the given arguments; returns its exit code and stderr.
-inline Result run(const std::string& args, const std::string& env = "") {
+// Runs a shell command line with stderr to a file; returns its exit code and stderr.
+inline Result run_command(const std::string& cmd) {
   // One file per test process: ctest -j runs these tests side by side.
   fs::path err = fs::temp_directory_path() / ("lopper_fp_stderr_" + std::to_string(::getpid()) + ".txt");
-  std::string cmd = env + " OMP_NUM_THREADS=1 " + std::string(LOPPER_FINETUNE_PRUNE) + " " + args + " 2> " + err.string();
-  int status = std::system(cmd.c_str());
+  int status = std::system((cmd + " 2> " + err.string()).c_str());
   Result r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   std::ifstream f(err);
   r.err.assign(std::istreambuf_iterator<char>(f), {});
   return r;
+}
+
+// Runs finetune_prune with the given arguments; returns its exit code and stderr.
+inline Result run(const std::string& args, const std::string& env = "") {
+  return run_command(env + " OMP_NUM_THREADS=1 " + std::string(LOPPER_FINETUNE_PRUNE) + " " + args);
 }
 
 // Two runs' exports hold the same tensors, bit for bit, and their summaries the same final
