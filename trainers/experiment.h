@@ -81,6 +81,10 @@ struct Experiment {
 // Applies one override "a.b.2.c=value" to j; value is JSON if it parses, else a string.
 void apply_override(nlohmann::json& j, const std::string& assignment);
 
+// A JSON file parsed strictly: a key given twice in one object is an error naming its path;
+// syntax errors give line and column. For experiment and sweep files.
+nlohmann::json read_json_strict(const std::string& path);
+
 // Reads, overrides, validates. Throws lopper::Error with the JSON path, the value and what
 // was expected (and the nearest known key for a typo); JSON syntax errors give line and column.
 Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides = {});
