@@ -187,19 +187,23 @@ int run_slurm(const trainers::Sweep& s, bool submit, const fs::path& finetune_pr
 // Forward latency (ms) of each done run's exported model, at batch 1 and 32 and the
 // sequence length its summary measured at: `rounds` interleaved passes over the models
 // (so no model gets a quieter moment than another), median per model.
-std::map<std::string, std::pair<double, double>> measure_latency(const trainers::Sweep& s,
-                                                                 const std::vector<trainers::SweepRow>& rows, int rounds,
+std::map<std::string, std::pair<double, double>> measure_latency(const std::vector<trainers::SweepRow>& rows, int rounds,
                                                                  int threads) {
   fs::path bench = sibling("../bench/bench_bert");
   LOPPER_CHECK(fs::exists(bench), "collect: ", bench.string(), " not found (build bench_bert, or pass --no-latency)");
   std::map<std::string, std::vector<double>> b1, b32;
   for (int round = 0; round < rounds; ++round)
     for (const auto& row : rows) {
-      if (row.status != RunStatus::done || !fs::exists(s.output_dir / row.name / "model" / "config.json")) continue;
+      if (row.status != RunStatus::done || !fs::exists(row.dir / "model" / "config.json")) continue;
       int64_t seq = row.summary["latency_ms"].value("seq_len", 32);
+      // As the run evaluated: Linears sparse enough in blocks through the block-sparse matmul.
+      double sparse = 0;
+      std::ifstream cfg(row.dir / "config.resolved.json");
+      if (cfg.good()) sparse = json::parse(cfg, nullptr, false).value("/block_sparse/max_density"_json_pointer, 0.0);
       for (int batch : {1, 32}) {
-        std::string cmd = bench.string() + " --model '" + (s.output_dir / row.name / "model").string() + "' --batch " +
+        std::string cmd = bench.string() + " --model '" + (row.dir / "model").string() + "' --batch " +
                           std::to_string(batch) + " --seq " + std::to_string(seq) + " --iters " + (batch == 1 ? "50" : "10") +
+                          " --block-sparse " + std::to_string(sparse) +
                           (threads > 0 ? " --threads " + std::to_string(threads) : "") + " 2>/dev/null";
         auto [code, out] = capture(cmd);
         LOPPER_CHECK(code == 0, "collect: '", cmd, "' failed (exit ", code, ")");
@@ -280,7 +284,7 @@ void plot(const fs::path& dir, const std::vector<Point>& pts, bool latency, cons
 int run_collect(const trainers::Sweep& s, bool latency, int rounds, int threads) {
   auto rows = trainers::sweep_rows(s);
   std::map<std::string, std::pair<double, double>> lat;
-  if (latency) lat = measure_latency(s, rows, rounds, threads);
+  if (latency) lat = measure_latency(rows, rounds, threads);
   std::vector<std::string> keys;  // every key any run sets, in first-seen order
   for (const auto& r : s.runs)
     for (auto& [k, v] : r.values)
@@ -325,11 +329,11 @@ int run_collect(const trainers::Sweep& s, bool latency, int rounds, int threads)
       cells.insert(cells.end(), {fmt("%.4f", acc), std::to_string(sm.value("heads", 0)), std::to_string(ffn),
                                  std::to_string(sm.value("parameters", 0)), fmt("%.3f", gflops), fmt("%.2f", b1),
                                  fmt("%.2f", b32), fmt("%.1f", sm.value("wall_seconds", 0.0) / 60)});
-      pts.push_back({row.name, s.runs[i].series, acc, gflops * 1e9, b1});
+      pts.push_back({row.name, row.series, acc, gflops * 1e9, b1});
     } else {
       std::string why;
       if (row.status == RunStatus::failed) {
-        std::ifstream f(s.output_dir / row.name / "sweep_failed.json");
+        std::ifstream f(row.dir / "sweep_failed.json");
         why = json::parse(f, nullptr, false).value("error", "");
       }
       cells.insert(cells.end(), {why, "", "", "", "", "", "", ""});

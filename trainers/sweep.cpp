@@ -180,6 +180,10 @@ Sweep load_sweep(const std::string& path) {
     s.threads = l.integer("threads", 0, 0, 4096, "0 (the cores split between the jobs) or more");
     l.finish();
     s.slurm = parse_slurm(f.value("slurm", json::object()));
+    for (auto& [name, dir] : entries(f.value("baselines", json::object()), "baselines", false)) {
+      LOPPER_CHECK(dir.is_string(), "baselines.", name, ": expected a run folder, got ", dir.dump());
+      s.baselines.emplace_back(name, (base / dir.get<std::string>()).lexically_normal());
+    }
     f.finish();
     std::map<std::string, std::string> seen;  // name -> origin
     for (const SweepRun& r : s.runs) {
@@ -277,19 +281,25 @@ std::string sbatch_script(const Sweep& s, const std::vector<size_t>& todo, const
 }
 
 std::vector<SweepRow> sweep_rows(const Sweep& s) {
+  auto summary = [](const fs::path& dir) {
+    std::ifstream f(dir / "summary.json");
+    try {
+      return json::parse(f);
+    } catch (const json::exception& e) {
+      LOPPER_FAIL((dir / "summary.json").string(), ": missing or damaged (", e.what(), ")");
+    }
+  };
   std::vector<SweepRow> rows;
   for (const SweepRun& r : s.runs) {
-    SweepRow row{r.name, run_status(s, r), json::object(), json()};
+    SweepRow row{r.name, r.series, s.run_dir(r), run_status(s, r), json::object(), json()};
     for (auto& [k, v] : r.values) row.values[k] = v;
-    if (row.status == RunStatus::done) {
-      std::ifstream f(s.run_dir(r) / "summary.json");
-      try {
-        row.summary = json::parse(f);
-      } catch (const json::exception& e) {
-        LOPPER_FAIL(s.run_dir(r).string(), "/summary.json: damaged (", e.what(), ")");
-      }
-    }
+    if (row.status == RunStatus::done) row.summary = summary(row.dir);
     rows.push_back(std::move(row));
+  }
+  for (auto& [name, dir] : s.baselines) {
+    LOPPER_CHECK(fs::exists(dir / "summary.json"), s.file, ": baselines.", name, ": '", dir.string(),
+                 "' holds no summary.json (run it first)");
+    rows.push_back({name, "baseline", dir, RunStatus::done, json::object(), summary(dir)});
   }
   return rows;
 }

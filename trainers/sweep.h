@@ -36,6 +36,9 @@ struct Sweep {
   std::string experiment;  // the base experiment file, absolute
   std::filesystem::path output_dir;  // each run in output_dir / run name
   std::vector<SweepRun> runs;
+  // Finished runs made elsewhere (the unpruned model, ...) that collect puts beside the
+  // sweep's: name -> run folder (with summary.json and model/), in "baselines".
+  std::vector<std::pair<std::string, std::filesystem::path>> baselines;
   int64_t jobs = 1;     // local: runs at a time
   int64_t threads = 0;  // local: threads per run (0: the cores split between the jobs)
   SlurmSpec slurm;
@@ -67,9 +70,12 @@ std::vector<std::string> run_arguments(const Sweep& s, const SweepRun& r, int64_
 // skipping it if done).
 std::string sbatch_script(const Sweep& s, const std::vector<size_t>& todo, const std::string& finetune_prune);
 
-// One row per run: its values, state, metrics and sizes from summary.json.
+// One row per run, then one per baseline: its values, state, metrics and sizes from
+// summary.json.
 struct SweepRow {
   std::string name;
+  std::string series;  // the run's block; "baseline" for a baseline
+  std::filesystem::path dir;
   RunStatus status;
   nlohmann::json values;   // key -> value
   nlohmann::json summary;  // null unless done

@@ -121,6 +121,9 @@ TEST_F(Sweep, LocalQueueRunsEveryRunAndCollectTablesThem) {
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_NE(again.err.find("4 done, 0 to run"), std::string::npos) << again.err;
   EXPECT_EQ(again.err.find("started"), std::string::npos) << again.err;
+  // A baseline made elsewhere joins the table and the plots (here: a copy of one run).
+  fs::copy(s.run_dir(s.runs[0]), dir / "elsewhere", fs::copy_options::recursive);
+  four_runs({{"local", {{"jobs", 2}, {"threads", 1}}}, {"baselines", {{"reference", "elsewhere"}}}});
 #ifdef LOPPER_HAVE_BENCH_BERT
   Result c = sweep(f + " collect --rounds 1 --bench-threads 1");  // latency re-measured by bench_bert
 #else
@@ -130,6 +133,7 @@ TEST_F(Sweep, LocalQueueRunsEveryRunAndCollectTablesThem) {
   std::ifstream t(dir / "sweep_out" / "table.md");
   std::string table((std::istreambuf_iterator<char>(t)), {});
   for (const auto& run : s.runs) EXPECT_NE(table.find("| " + run.name + " | done |"), std::string::npos) << table;
+  EXPECT_NE(table.find("| reference | done |"), std::string::npos) << table;
   for (const char* p : {"pareto_flops.png", "pareto_flops.svg", "pareto_latency.png", "pareto_latency.svg", "table.csv"})
     EXPECT_GT(fs::file_size(dir / "sweep_out" / p), 100u) << p;
 }
