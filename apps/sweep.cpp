@@ -353,6 +353,8 @@ int run_collect(const trainers::Sweep& s, bool latency, int rounds, int threads)
   std::fprintf(stderr, "sweep %s: %zu of %zu runs done; %s, %s\n", s.name.c_str(), done, rows.size(),
                (s.output_dir / "table.md").c_str(), (s.output_dir / "table.csv").c_str());
   if (pts.size() >= 1) {
+    LOPPER_CHECK(capture("command -v gnuplot").first == 0, "collect: the tables are written, but 'gnuplot' is not on PATH ",
+                 "for the plots (Debian: gnuplot-nox, which scripts/install_deps.sh installs)");
     plot(s.output_dir, pts, false, metric);
     plot(s.output_dir, pts, true, metric);
     std::fprintf(stderr, "sweep %s: %s/pareto_{flops,latency}.{png,svg}\n", s.name.c_str(), s.output_dir.c_str());
