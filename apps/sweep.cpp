@@ -268,6 +268,7 @@ void plot(const fs::path& dir, const std::vector<Point>& pts, bool latency, cons
                     "\nset output '" + (dir / (stem + "." + term)).string() + "'\n";
     g += "set xlabel '" + xlabel + "'\nset ylabel 'dev " + metric + " (%)'\nset grid\nset key outside below noenhanced\n";
     g += "set offsets graph 0.05, graph 0.2, graph 0.08, graph 0.05\n";  // room for the labels
+    g += "set bmargin 6\nset colorsequence podo\n";  // the key below the x label; colours that read on white
     g += "set title 'accuracy against " + std::string(latency ? "latency" : "FLOPs") + " (Pareto front: line)'\n";
     g += "plot ";
     for (size_t k = 0; k < series.size(); ++k)
@@ -340,7 +341,9 @@ int run_collect(const trainers::Sweep& s, bool latency, int rounds, int threads)
     }
     md << "|";
     for (size_t c = 0; c < cells.size(); ++c) {
-      md << " " << cells[c] << " |";
+      // A long swept value (a whole stages list) is cut in table.md, whole in table.csv.
+      bool value = c >= 2 && c < 2 + keys.size() && cells[c].size() > 40;
+      md << " " << (value ? cells[c].substr(0, 37) + "..." : cells[c]) << " |";
       std::string q;  // CSV: quotes doubled inside quotes
       for (char ch : cells[c]) q += ch == '"' ? std::string(2, '"') : std::string(1, ch);
       csv << (c ? "," : "") << '"' << q << '"';
