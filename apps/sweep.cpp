@@ -18,6 +18,7 @@
 
 #include "apps/cli.h"
 #include "core/error.h"
+#include "nn/safetensors.h"
 #include "trainers/sweep.h"
 
 using namespace lopper;
@@ -220,6 +221,19 @@ std::map<std::string, std::pair<double, double>> measure_latency(const std::vect
   return out;
 }
 
+// Non-zero entries of the encoder's weight matrices in an exported model: what is left
+// after heads and neurons are removed and weights zeroed (movement pruning).
+int64_t encoder_weights_left(const fs::path& model_dir) {
+  fs::path f = model_dir / "model.safetensors";
+  if (!fs::exists(f)) return -1;
+  int64_t n = 0;
+  for (auto& [name, t] : nn::load_safetensors(f.string()).tensors) {
+    if (name.find("encoder.") == std::string::npos || t.dim() != 2) continue;
+    for (float v : t.to_vector<float>()) n += v != 0.0f;
+  }
+  return n;
+}
+
 // Indices of the points on the Pareto front: no other point has a cost <= and a score >=
 // with one of them strictly better. Sorted by cost.
 std::vector<size_t> pareto_front(const std::vector<double>& cost, const std::vector<double>& score) {
@@ -295,8 +309,8 @@ int run_collect(const trainers::Sweep& s, bool latency, int rounds, int threads)
     if (row.status == RunStatus::done) metric = row.summary["best"].value("metric", metric);
   std::vector<std::string> cols = {"run", "state"};
   cols.insert(cols.end(), keys.begin(), keys.end());
-  for (const char* c : {"dev metric", "heads", "ffn neurons", "parameters", "GFLOPs", "latency b1 (ms)", "latency b32 (ms)",
-                        "wall (min)"})
+  for (const char* c : {"dev metric", "heads", "ffn neurons", "parameters", "encoder weights left", "GFLOPs",
+                        "latency b1 (ms)", "latency b32 (ms)", "wall (min)"})
     cols.push_back(c);
   std::ofstream md(s.output_dir / "table.md"), csv(s.output_dir / "table.csv");
   md << "Sweep " << s.name << " (" << s.file << "); dev metric: " << metric
@@ -327,8 +341,10 @@ int run_collect(const trainers::Sweep& s, bool latency, int rounds, int threads)
       double gflops = sm["flops"].value("total", NAN) / 1e9;
       char buf[64];
       auto fmt = [&](const char* f, double v) { return std::snprintf(buf, sizeof buf, f, v), std::string(buf); };
+      int64_t left = encoder_weights_left(row.dir / "model");
       cells.insert(cells.end(), {fmt("%.4f", acc), std::to_string(sm.value("heads", 0)), std::to_string(ffn),
-                                 std::to_string(sm.value("parameters", 0)), fmt("%.3f", gflops), fmt("%.2f", b1),
+                                 std::to_string(sm.value("parameters", 0)), left < 0 ? "" : std::to_string(left),
+                                 fmt("%.3f", gflops), fmt("%.2f", b1),
                                  fmt("%.2f", b32), fmt("%.1f", sm.value("wall_seconds", 0.0) / 60)});
       pts.push_back({row.name, row.series, acc, gflops * 1e9, b1});
     } else {
@@ -337,7 +353,7 @@ int run_collect(const trainers::Sweep& s, bool latency, int rounds, int threads)
         std::ifstream f(row.dir / "sweep_failed.json");
         why = json::parse(f, nullptr, false).value("error", "");
       }
-      cells.insert(cells.end(), {why, "", "", "", "", "", "", ""});
+      cells.insert(cells.end(), {why, "", "", "", "", "", "", "", ""});
     }
     md << "|";
     for (size_t c = 0; c < cells.size(); ++c) {
