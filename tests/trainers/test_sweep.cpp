@@ -134,6 +134,10 @@ TEST_F(Sweep, LocalQueueRunsEveryRunAndCollectTablesThem) {
   std::string table((std::istreambuf_iterator<char>(t)), {});
   for (const auto& run : s.runs) EXPECT_NE(table.find("| " + run.name + " | done |"), std::string::npos) << table;
   EXPECT_NE(table.find("| reference | done |"), std::string::npos) << table;
+  // Nothing pruned: every encoder weight is left, 2 layers x (4 x 32 x 32 + 2 x 32 x 64).
+  json cfg = json::parse(std::ifstream(dir / "model" / "config.json"));
+  int64_t h = cfg["hidden_size"], i = cfg["intermediate_size"], n = cfg["num_hidden_layers"];
+  EXPECT_NE(table.find("| 22562 | " + std::to_string(n * (4 * h * h + 2 * h * i)) + " |"), std::string::npos) << table;
   for (const char* p : {"pareto_flops.png", "pareto_flops.svg", "pareto_latency.png", "pareto_latency.svg", "table.csv"})
     EXPECT_GT(fs::file_size(dir / "sweep_out" / p), 100u) << p;
 }
