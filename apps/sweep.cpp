@@ -282,12 +282,16 @@ void plot(const fs::path& dir, const std::vector<Point>& pts, bool latency, cons
                     "\nset output '" + (dir / (stem + "." + term)).string() + "'\n";
     g += "set xlabel '" + xlabel + "'\nset ylabel 'dev " + metric + " (%)'\nset grid\nset key outside below noenhanced\n";
     g += "set offsets graph 0.05, graph 0.2, graph 0.08, graph 0.05\n";  // room for the labels
-    g += "set bmargin 6\nset colorsequence podo\n";  // the key below the x label; colours that read on white
+    g += "set bmargin 6\n";  // the key below the x label
     g += "set title 'accuracy against " + std::string(latency ? "latency" : "FLOPs") + " (Pareto front: line)'\n";
     g += "plot ";
+    // Okabe and Ito's colours (distinct on white and to colour-blind eyes), and a shape per series.
+    const char* colours[] = {"#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"};
+    const int shapes[] = {7, 5, 9, 11, 13, 15};
     for (size_t k = 0; k < series.size(); ++k)
-      g += "'" + data.string() + "' index " + std::to_string(k) + " using 1:2 with points pt 7 ps 1.5 title '" + series[k] +
-           "', '' index " + std::to_string(k) + " using 1:2:3 with labels offset 0,1 font ',8' noenhanced notitle, ";
+      g += "'" + data.string() + "' index " + std::to_string(k) + " using 1:2 with points pt " + std::to_string(shapes[k % 6]) +
+           " ps 1.5 lc rgb '" + colours[k % 8] + "' title '" + series[k] + "', '' index " + std::to_string(k) +
+           " using 1:2:3 with labels offset 0,1 font ',8' noenhanced notitle, ";
     g += "'' index " + std::to_string(series.size()) + " using 1:2 with lines lw 2 lc rgb 'black' title 'Pareto front'\n";
     fs::path gp = dir / (stem + ".gp");
     std::ofstream(gp) << g;
