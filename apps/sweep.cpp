@@ -405,6 +405,16 @@ int main(int argc, char** argv) {
   auto* slurm = app.add_subcommand("slurm", "write output_dir/sweep.sbatch, one array task per run not done");
   bool submit = false;
   slurm->add_flag("--submit", submit, "submit it with sbatch and print the job id");
+  // Per-task resources: the sweep file's "slurm" block, or these (which win).
+  trainers::SlurmSpec flags{0, "", "", "", "", -1, 0, -1};
+  slurm->add_option("--cpus-per-task", flags.cpus_per_task, "CPUs per run (and its threads)")->check(apps::at_least(1));
+  slurm->add_option("--mem", flags.mem, "memory per run, as sbatch takes it (8G)");
+  slurm->add_option("--time", flags.time, "time limit per run (HH:MM:SS)");
+  slurm->add_option("--partition", flags.partition, "partition");
+  slurm->add_option("--account", flags.account, "account");
+  slurm->add_option("--gpus-per-task", flags.gpus_per_task, "GPUs per run")->check(apps::at_least(0));
+  slurm->add_option("--ranks", flags.ranks, "MPI ranks per run (srun --mpi=pmix)")->check(apps::at_least(1));
+  slurm->add_option("--max-parallel", flags.max_parallel, "array tasks at once (0: no limit)")->check(apps::at_least(0));
   auto* collect = app.add_subcommand("collect", "table.md, table.csv and Pareto plots (PNG, SVG) in output_dir");
   bool no_latency = false;
   int rounds = 3, bench_threads = 0;
@@ -425,6 +435,14 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*local) return run_local(s, jobs > 0 ? jobs : s.jobs, threads > 0 ? threads : s.threads, ft);
+    trainers::SlurmSpec& sl = s.slurm;
+    if (flags.cpus_per_task > 0) sl.cpus_per_task = flags.cpus_per_task;
+    for (auto [from, to] : {std::pair{&flags.mem, &sl.mem}, {&flags.time, &sl.time}, {&flags.partition, &sl.partition},
+                            {&flags.account, &sl.account}})
+      if (!from->empty()) *to = *from;
+    if (flags.gpus_per_task >= 0) sl.gpus_per_task = flags.gpus_per_task;
+    if (flags.ranks > 0) sl.ranks = flags.ranks;
+    if (flags.max_parallel >= 0) sl.max_parallel = flags.max_parallel;
     return run_slurm(s, submit, ft);
   } catch (const std::exception& ex) {
     return apps::report_error(app, ex, verbose);

@@ -217,6 +217,14 @@ TEST_F(Sweep, SlurmJobArrayRunsEveryRunOnALocalSlurm) {
   std::string script((std::istreambuf_iterator<char>(sb)), {});
   EXPECT_NE(script.find("#SBATCH --array=0,1,2,3%2\n"), std::string::npos) << script;
   EXPECT_NE(script.find("#SBATCH --time=00:10:00\n"), std::string::npos) << script;
+  // Flags win over the file.
+  Result flagged = sweep(f + " slurm --time 01:30:00 --partition gpu --max-parallel 3 --mem 4G");
+  ASSERT_EQ(flagged.code, 0) << flagged.err;
+  std::ifstream sb2(dir / "sweep_out" / "sweep.sbatch");
+  std::string script2((std::istreambuf_iterator<char>(sb2)), {});
+  for (const char* line : {"#SBATCH --time=01:30:00\n", "#SBATCH --partition=gpu\n", "#SBATCH --array=0,1,2,3%3\n",
+                           "#SBATCH --mem=4G\n", "#SBATCH --cpus-per-task=1\n"})
+    EXPECT_NE(script2.find(line), std::string::npos) << line << script2;
   Result none = run_command("cd " + dir.string() + " && PATH=" + dir.string() + " " + std::string(LOPPER_SWEEP) + " " + f +
                             " slurm --submit");
   EXPECT_EQ(none.code, 1);
