@@ -294,18 +294,15 @@ json parse_strict(std::istream& in, const std::string& path) {
 
 }  // namespace
 
-json read_json_strict(const std::string& path) {
-  LOPPER_CHECK(!std::filesystem::is_directory(path), "'", path, "' is a folder, expected a JSON file");
+json read_json_strict(const std::string& path, const std::string& what) {
+  LOPPER_CHECK(!std::filesystem::is_directory(path), what, " '", path, "' is a folder, expected a file");
   std::ifstream f(path);
-  LOPPER_CHECK(f.good(), "cannot open '", path, "'");
+  LOPPER_CHECK(f.good(), "cannot open ", what, " '", path, "'");
   return parse_strict(f, path);
 }
 
 Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides) {
-  LOPPER_CHECK(!std::filesystem::is_directory(path), "experiment file '", path, "' is a folder, expected a file");
-  std::ifstream f(path);
-  LOPPER_CHECK(f.good(), "cannot open experiment file '", path, "'");
-  json j = parse_strict(f, path);
+  json j = read_json_strict(path, "experiment file");
   for (const std::string& o : overrides) apply_override(j, o);
   return parse_experiment(std::move(j), path);
 }

@@ -82,8 +82,9 @@ struct Experiment {
 void apply_override(nlohmann::json& j, const std::string& assignment);
 
 // A JSON file parsed strictly: a key given twice in one object is an error naming its path;
-// syntax errors give line and column. For experiment and sweep files.
-nlohmann::json read_json_strict(const std::string& path);
+// syntax errors give line and column. For experiment and sweep files; `what` names the
+// file in the messages ("experiment file").
+nlohmann::json read_json_strict(const std::string& path, const std::string& what);
 
 // Reads, overrides, validates. Throws lopper::Error with the JSON path, the value and what
 // was expected (and the nearest known key for a typo); JSON syntax errors give line and column.

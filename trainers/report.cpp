@@ -46,6 +46,12 @@ double Run::elapsed_seconds() const {
   return wall_base_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
 }
 
+json timing_report(const json& t) {
+  double n = t["steps"].get<double>(), sec = t["seconds"].get<double>(), comm = t["allreduce_seconds"].get<double>();
+  return {{"kind", t["kind"]}, {"steps", t["steps"]}, {"ms_per_step", n > 0 ? 1e3 * sec / n : 0.0},
+          {"allreduce_ms_per_step", n > 0 ? 1e3 * comm / n : 0.0}, {"allreduce_share", sec > 0 ? comm / sec : 0.0}};
+}
+
 json Run::measure() {
   json m = {{"parameters", model_->num_parameters()}};
   m["heads"] = total_heads(model_->config());
@@ -101,9 +107,9 @@ void Run::write_summary() {
   s["wall_seconds"] = elapsed_seconds();
   json timing = json::array();  // per training stage: where its time went
   for (auto& [stage, t] : state_.timing.items()) {
-    double n = t["steps"].get<double>(), sec = t["seconds"].get<double>(), comm = t["allreduce_seconds"].get<double>();
-    timing.push_back({{"stage", std::stoll(stage)}, {"kind", t["kind"]}, {"steps", t["steps"]}, {"ms_per_step", 1e3 * sec / n},
-                      {"allreduce_ms_per_step", 1e3 * comm / n}, {"allreduce_share", sec > 0 ? comm / sec : 0.0}});
+    json r = timing_report(t);
+    r["stage"] = std::stoll(stage);
+    timing.push_back(r);
   }
   std::sort(timing.begin(), timing.end(), [](const json& a, const json& b) { return a["stage"] < b["stage"]; });
   s["timing"] = timing;

@@ -134,6 +134,10 @@ class Run {
 // step boundary, save a checkpoint and throw Interrupted (Run::interrupted, Run::stop).
 bool interrupt_requested();
 
+// A training stage's record in RunState::timing as reported (summary.json, the stage's
+// last line): kind, steps, ms_per_step, allreduce_ms_per_step, allreduce_share.
+nlohmann::json timing_report(const nlohmann::json& t);
+
 // Writes text to path through a temporary file and a rename: never half-written.
 void write_atomic(const std::filesystem::path& path, const std::string& text);
 nlohmann::json read_json(const std::filesystem::path& p);

@@ -158,7 +158,7 @@ std::vector<std::string> SweepRun::overrides() const {
 }
 
 Sweep load_sweep(const std::string& path) {
-  json j = read_json_strict(path);
+  json j = read_json_strict(path, "sweep file");
   Sweep s;
   s.file = fs::absolute(path).lexically_normal().string();
   fs::path base = fs::path(s.file).parent_path();

@@ -87,9 +87,12 @@ void add_timing(Run& run, const StageSpec& s, double seconds, double comm_second
 void print_timing(Run& run, const StageSpec& s) {
   const nlohmann::json& t = run.state().timing[std::to_string(run.state().stage)];
   if (t.is_null() || t["steps"].get<int64_t>() == 0) return;
-  double n = t["steps"].get<double>(), sec = t["seconds"].get<double>(), comm = t["allreduce_seconds"].get<double>();
-  std::fprintf(stderr, "%s: %.0f steps, %.1f ms per step", s.kind.c_str(), n, 1e3 * sec / n);
-  if (run.comm().size() > 1) std::fprintf(stderr, ", gradient all-reduce %.1f ms (%.1f%%)", 1e3 * comm / n, 100 * comm / sec);
+  nlohmann::json r = timing_report(t);
+  std::fprintf(stderr, "%s: %lld steps, %.1f ms per step", s.kind.c_str(), r["steps"].get<long long>(),
+               r["ms_per_step"].get<double>());
+  if (run.comm().size() > 1)
+    std::fprintf(stderr, ", gradient all-reduce %.1f ms (%.1f%%)", r["allreduce_ms_per_step"].get<double>(),
+                 100 * r["allreduce_share"].get<double>());
   std::fputc('\n', stderr);
 }
 
