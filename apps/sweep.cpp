@@ -122,16 +122,15 @@ int run_local(const trainers::Sweep& s, int64_t jobs, int64_t threads, const fs:
     }
     int status = 0;
     pid_t pid = ::waitpid(-1, &status, 0);
-    if (pid < 0) {
-      LOPPER_CHECK(errno == EINTR, "waitpid failed: ", std::strerror(errno));
-      if (g_stop && !stopping) {
-        stopping = true;
-        std::fprintf(stderr, "sweep %s: stopping: each running run saves a checkpoint; start the sweep again to go on\n",
-                     s.name.c_str());
-        for (auto& [p, i] : running) ::kill(p, SIGTERM);
-      }
-      continue;
+    LOPPER_CHECK(pid >= 0 || errno == EINTR, "waitpid failed: ", std::strerror(errno));
+    // A signal that came while a run was starting, or one that interrupted the wait.
+    if (g_stop && !stopping) {
+      stopping = true;
+      std::fprintf(stderr, "sweep %s: stopping: each running run saves a checkpoint; start the sweep again to go on\n",
+                   s.name.c_str());
+      for (auto& [p, i] : running) ::kill(p, SIGTERM);
     }
+    if (pid < 0) continue;
     auto it = running.find(pid);
     if (it == running.end()) continue;
     const auto& r = s.runs[it->second];
