@@ -53,7 +53,11 @@ Variable BertSelfAttention::forward(const Variable& x, const Tensor& additive_ma
   Variable v = split_heads(value->forward(x), heads);
   Generator* drop = is_training() ? ctx.gen : nullptr;
   Variable context = scaled_dot_product_attention(q, k, v, additive_mask, prob_mask, dropout, drop);  // (B, H, T, D)
-  if (head_mask.defined()) context = ag::mul(context, ag::reshape(head_mask, {heads, 1, 1}));
+  // (heads): one mask for the batch; (B, heads): one per example, whose gradients are then
+  // per example (Fisher information in pruning/fisher).
+  if (head_mask.defined())
+    context = ag::mul(context, head_mask.dim() == 2 ? ag::reshape(head_mask, {head_mask.size(0), heads, 1, 1})
+                                                    : ag::reshape(head_mask, {heads, 1, 1}));
   return merge_heads(context);  // (B, T, H * D)
 }
 

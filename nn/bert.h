@@ -38,7 +38,7 @@ class BertSelfAttention : public Module {
   double dropout;
   // Hooks, undefined = none. head_mask multiplies each head's context (0/1 masks and L0
   // gates alike); prob_mask multiplies the attention probabilities.
-  Variable head_mask;  // (heads)
+  Variable head_mask;  // (heads), or (B, heads): a mask per example
   Variable prob_mask;  // broadcastable to (B, heads, T, T)
 };
 
@@ -67,7 +67,9 @@ class BertIntermediate : public Module {
   Variable forward(const Variable& x) const;  // (B, T, C) -> (B, T, width)
   std::shared_ptr<Linear> dense;
   Activation act;
-  Variable neuron_mask;  // (width) multiplies the activation (0/1 masks and gates); undefined = none
+  // (width), or (B, 1, width) per example: multiplies the activation (0/1 masks and gates);
+  // undefined = none
+  Variable neuron_mask;
 };
 
 class BertLayer : public Module {

@@ -86,18 +86,32 @@ void keep_neurons(nn::BertModel& model, int64_t layer, const std::vector<int64_t
   cfg.intermediate_sizes[layer] = static_cast<int64_t>(keep.size());
 }
 
+void fold_into_columns(nn::Linear& lin, const std::vector<double>& g, int64_t group) {
+  std::vector<float> scale;  // (in)
+  for (double v : g) scale.insert(scale.end(), static_cast<size_t>(group), static_cast<float>(v));
+  if (scale.empty()) return;
+  LOPPER_CHECK(static_cast<int64_t>(scale.size()) == lin.weight.size(1), "[fold] ", scale.size(), " masked inputs for a ",
+               "weight with ", lin.weight.size(1), " columns");
+  Tensor s = Tensor::from_vector(scale, {1, static_cast<int64_t>(scale.size())}, lin.weight.device());
+  lin.weight.mutable_data() = mul(lin.weight.data(), s).contiguous();
+}
+
+double flops_per_head(const nn::BertConfig& c, int64_t t) {
+  double hidden = static_cast<double>(c.hidden_size), d = static_cast<double>(c.head_dim()), n = static_cast<double>(t);
+  return 2 * n * hidden * 3 * d   // Q, K, V
+         + 2 * 2 * n * n * d      // scores and context
+         + 2 * n * d * hidden;    // output projection
+}
+
+double flops_per_neuron(const nn::BertConfig& c, int64_t t) {
+  return 2 * 2 * static_cast<double>(t) * static_cast<double>(c.hidden_size);  // in and out
+}
+
 std::vector<LayerFlops> bert_flops(const nn::BertConfig& c, int64_t t) {
   std::vector<LayerFlops> out;
-  double hidden = static_cast<double>(c.hidden_size), d = static_cast<double>(c.head_dim()), n = static_cast<double>(t);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    double width = static_cast<double>(c.heads_per_layer[l]) * d;
-    LayerFlops f;
-    f.attention = 2 * n * hidden * 3 * width      // Q, K, V
-                  + 2 * 2 * n * n * width        // scores and context
-                  + 2 * n * width * hidden;      // output projection
-    f.ffn = 2 * 2 * n * hidden * static_cast<double>(c.intermediate_sizes[l]);
-    out.push_back(f);
-  }
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    out.push_back({static_cast<double>(c.heads_per_layer[l]) * flops_per_head(c, t),
+                   static_cast<double>(c.intermediate_sizes[l]) * flops_per_neuron(c, t)});
   return out;
 }
 

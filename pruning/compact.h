@@ -19,6 +19,10 @@ void remove_heads(nn::BertModel& model, const std::map<int64_t, std::vector<int6
 // Keeps only the listed FFN neurons of a layer (indices into its current width).
 void keep_neurons(nn::BertModel& model, int64_t layer, const std::vector<int64_t>& keep);
 
+// Scales columns [i * group, (i + 1) * group) of a Linear's weight (out, in) by g[i]: a mask
+// or gate on the Linear's input folded into its weight.
+void fold_into_columns(nn::Linear& lin, const std::vector<double>& g, int64_t group);
+
 struct LayerFlops {
   double attention = 0;  // Q, K, V and output projections, scores and context
   double ffn = 0;
@@ -26,5 +30,9 @@ struct LayerFlops {
 // Multiply-adds x 2 per layer for one sequence of `seq_len` tokens.
 std::vector<LayerFlops> bert_flops(const nn::BertConfig& c, int64_t seq_len);
 double total_flops(const std::vector<LayerFlops>& f);
+// What one head (Q, K, V rows, scores, context, output columns) and one FFN neuron cost, in
+// the same FLOPs: bert_flops is these times the heads and neurons of each layer.
+double flops_per_head(const nn::BertConfig& c, int64_t seq_len);
+double flops_per_neuron(const nn::BertConfig& c, int64_t seq_len);
 
 }  // namespace lopper::pruning

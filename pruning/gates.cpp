@@ -29,17 +29,6 @@ std::vector<std::vector<double>> values_of(const nn::ModuleList<HardConcreteGate
   return v;
 }
 
-// Scales columns [i * group, (i + 1) * group) of a Linear's weight (out, in) by g[i]: a gate
-// on the Linear's input folded into its weight.
-void fold_into_columns(nn::Linear& lin, const std::vector<double>& g, int64_t group) {
-  std::vector<float> scale;  // (in)
-  for (double v : g) scale.insert(scale.end(), static_cast<size_t>(group), static_cast<float>(v));
-  if (scale.empty()) return;
-  LOPPER_CHECK(static_cast<int64_t>(scale.size()) == lin.weight.size(1), "[gates] ", scale.size(), " gated inputs for a ",
-               "weight with ", lin.weight.size(1), " columns");
-  Tensor s = Tensor::from_vector(scale, {1, static_cast<int64_t>(scale.size())}, lin.weight.device());
-  lin.weight.mutable_data() = mul(lin.weight.data(), s).contiguous();
-}
 }  // namespace
 
 BertGates::BertGates(const nn::BertConfig& c, bool ffn, HardConcreteParams p, double init_log_alpha) {

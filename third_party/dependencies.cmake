@@ -58,6 +58,12 @@ if(NOT TARGET lopper::libxsmm)
                         INTERFACE_LINK_LIBRARIES "${LOPPER_LIBXSMM_NOBLAS};Threads::Threads;${CMAKE_DL_LIBS};m")
 endif()
 
+# --- Eigen: the dense solves of pruning's least-squares reconstruction (header-only). -----
+find_package(Eigen3 3.3 QUIET NO_MODULE)
+if(NOT Eigen3_FOUND)
+  lopper_missing("Eigen 3 (Eigen3Config.cmake)" "libeigen3-dev")
+endif()
+
 # --- nlohmann/json: experiment files, configs, safetensors headers, metrics. ---------------
 find_package(nlohmann_json 3.10 QUIET)
 if(NOT nlohmann_json_FOUND)
@@ -140,7 +146,7 @@ if(LOPPER_CUDA)
 endif()
 
 set(_found "oneDNN ${LOPPER_DNNL_VERSION}" "nlohmann_json ${nlohmann_json_VERSION}"
-    "libxsmm ${LIBXSMM_VERSION}" "utf8proc ${UTF8PROC_VERSION}" "sentencepiece ${SENTENCEPIECE_VERSION}" "OpenMP ${OpenMP_CXX_VERSION}")
+    "libxsmm ${LIBXSMM_VERSION}" "Eigen ${Eigen3_VERSION}" "utf8proc ${UTF8PROC_VERSION}" "sentencepiece ${SENTENCEPIECE_VERSION}" "OpenMP ${OpenMP_CXX_VERSION}")
 if(CLI11_FOUND)
   list(APPEND _found "CLI11 ${CLI11_VERSION}")
 endif()

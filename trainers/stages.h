@@ -51,6 +51,7 @@ StageKind mask_tune_stage();
 StageKind head_gates_stage();
 StageKind movement_stage();
 StageKind remove_heads_stage();
+StageKind fisher_search_stage();
 StageKind evaluate_stage();
 StageKind export_stage();
 
