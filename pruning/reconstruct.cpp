@@ -2,6 +2,7 @@
 #include "pruning/reconstruct.h"
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/functions.h"
@@ -64,7 +65,8 @@ double projection_error(const NormalEquations& e, const std::vector<double>& v) 
   auto V = view(v, e.c, e.w + 1);
   auto A = view(e.xtx, e.w + 1, e.w + 1);
   auto B = view(e.xty, e.w + 1, e.c);
-  return ((V * A).array() * V.array()).sum() - 2 * (V.array() * B.transpose().array()).sum() + e.yty;
+  // A sum of squares: where the fit is exact, rounding in the expansion may dip below 0.
+  return std::max(0.0, ((V * A).array() * V.array()).sum() - 2 * (V.array() * B.transpose().array()).sum() + e.yty);
 }
 
 std::vector<double> masked_projection(const nn::Linear& lin, const std::vector<double>& s, int64_t group) {

@@ -41,20 +41,22 @@ def main():
     for (_, s) in runs.values():
         metric = s["best"]["metric"] if "best" in s and "metric" in s["best"] else "accuracy"
         break
+    def fmt(v):  # accuracy in %, a correlation as it is
+        return f"{v:.3f}" if metric == "mcc" else f"{100 * v:.2f}"
     variants = ["search", "rearrange", "rescale", "iterative"]
     heads = {"search": "search only", "rearrange": "+ rearrangement", "rescale": "+ rescaling (Kwon)",
              "iterative": "iterative"}
     for constraint in sorted({k[0] for k in runs}):
         targets = sorted({k[2] for k in runs if k[0] == constraint}, reverse=True)
         print(f"\n**{constraint}** (dev {metric}" +
-              (f"; unpruned {100 * base['final_eval'][metric]:.2f}" if base else "") + ")\n")
+              (f"; unpruned {fmt(base['final_eval'][metric])}" if base else "") + ")\n")
         print("| target | " + " | ".join(heads[v] for v in variants) + " |")
         print("|---" * (len(variants) + 1) + "|")
         for t in targets:
             cells = []
             for v in variants:
                 r = runs.get((constraint, v, t))
-                cells.append(f"{100 * r[1]['final_eval'][metric]:.2f}" if r else "")
+                cells.append(fmt(r[1]['final_eval'][metric]) if r else "")
             print(f"| {t} | " + " | ".join(cells) + " |")
         print(f"\n| target | variant | heads | FFN neurons | cost reached | FLOPs x | b1 ms (x) | b32 ms (x) | pipeline s (gradients / search / rearrange / tune) |")
         print("|---|---|---|---|---|---|---|---|---|")

@@ -355,7 +355,9 @@ TEST(RetrainFree, OneShotKeepsTheBudgetAndReducesEachLayersError) {
       for (const char* k : {"attention", "ffn"})
         if (l.contains(k)) {
           ++fitted;
-          EXPECT_LE(l[k][1].get<double>(), l[k][0].get<double>() * (1 + 1e-6)) << l.dump();
+          // The errors come from float32 sums whose expansion cancels to about 1e-6 of sum Y^2
+          // (~1e-3 here) where a sub-layer is reproduced exactly: that much slack.
+          EXPECT_LE(l[k][1].get<double>(), l[k][0].get<double>() * (1 + 1e-6) + 1e-3) << l.dump();
         }
     EXPECT_GT(fitted, 0);
   }
@@ -406,7 +408,7 @@ TEST(RetrainFree, IterativeKeepsTheBudgetAndReducesEachLayersError) {
   for (auto& l : rep["reconstruction_error"])
     for (auto& [k, v] : l.items())
       if (k != "layer") {
-        EXPECT_LE(v[1].get<double>(), v[0].get<double>() * (1 + 1e-6)) << l.dump();
+        EXPECT_LE(v[1].get<double>(), v[0].get<double>() * (1 + 1e-6) + 1e-3) << l.dump();  // slack: as above
       }
   EXPECT_TRUE(std::isfinite(t.logits().to_vector<float>()[0]));
 }
