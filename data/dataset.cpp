@@ -240,18 +240,20 @@ Batch Dataset::collate(const std::vector<int64_t>& indices) const {
   return out;
 }
 
+int64_t mean_length(const Dataset& d) {
+  double total = 0;
+  for (int64_t i = 0; i < d.size(); ++i) total += static_cast<double>(d.length(i));
+  return static_cast<int64_t>(std::lround(total / static_cast<double>(d.size())));
+}
+
 std::vector<std::vector<int64_t>> epoch_batches(const Dataset& d, int64_t batch_size, bool shuffle, uint64_t seed,
                                                 int64_t epoch, int64_t rank, int64_t world) {
   LOPPER_CHECK(batch_size > 0, "[data] batch_size must be > 0, got ", batch_size);
   std::vector<int64_t> order(d.size());
   std::iota(order.begin(), order.end(), 0);
   Generator g(seed * 1000003ull + static_cast<uint64_t>(epoch));
-  auto shuffle_vec = [&](auto& v) {
-    for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i)
-      std::swap(v[i], v[g.next_below(static_cast<uint64_t>(i + 1))]);
-  };
   if (shuffle) {
-    shuffle_vec(order);
+    shuffle_in_place(order, g);
     int64_t window = batch_size * 50;
     for (int64_t s = 0; s < d.size(); s += window) {
       auto end = order.begin() + std::min(d.size(), s + window);
@@ -261,7 +263,7 @@ std::vector<std::vector<int64_t>> epoch_batches(const Dataset& d, int64_t batch_
   std::vector<std::vector<int64_t>> batches;
   for (int64_t s = 0; s < d.size(); s += batch_size)
     batches.emplace_back(order.begin() + s, order.begin() + std::min(d.size(), s + batch_size));
-  if (shuffle) shuffle_vec(batches);
+  if (shuffle) shuffle_in_place(batches, g);
   std::vector<std::vector<int64_t>> mine;
   for (size_t i = static_cast<size_t>(rank); i < batches.size(); i += static_cast<size_t>(world)) mine.push_back(batches[i]);
   return mine;

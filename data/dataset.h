@@ -4,6 +4,7 @@
 // memory many times over.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,16 @@ class Dataset {
   int64_t pad_id_ = 0;
   bool regression_ = false;
 };
+
+// Fisher-Yates with g, last element first: the one shuffle of the data (epochs, samples).
+template <class T>
+void shuffle_in_place(std::vector<T>& v, Generator& g) {
+  for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i)
+    std::swap(v[static_cast<size_t>(i)], v[static_cast<size_t>(g.next_below(static_cast<uint64_t>(i + 1)))]);
+}
+
+// Mean tokens per example, rounded: the length FLOPs and latency are counted at.
+int64_t mean_length(const Dataset& d);
 
 // The batches of one epoch, as example indices: shuffled by (seed, epoch), then sorted by
 // length inside windows of 50 batches so each batch pads little, then the batch order

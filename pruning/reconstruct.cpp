@@ -153,19 +153,24 @@ LayerWalk::LayerWalk(const nn::BertModel& teacher, const nn::BertModel& student,
     additive_.push_back(nn::additive_attention_mask(b.attention_mask, dt));
     teacher_h_.push_back(teacher.embeddings->forward(b.ids, b.token_types, {}).data());
     student_h_.push_back(student.embeddings->forward(b.ids, b.token_types, {}).data());
+    // Rows of the flattened (B * T) tokens that are real; of those, each example's first.
+    const int64_t n = b.attention_mask.size(0), t = b.attention_mask.size(1);
+    std::vector<int64_t> mask = b.attention_mask.to(Device::cpu()).to(DType::i64).to_vector<int64_t>(), real, cls;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < t; ++j) {
+        if (mask[static_cast<size_t>(i * t + j)] == 0) continue;
+        real.push_back(i * t + j);
+        if (j == 0) cls.push_back(i * t);
+      }
+    Device d = b.attention_mask.device();
+    real_rows_.push_back(Tensor::from_vector(real, {static_cast<int64_t>(real.size())}, d));
+    cls_rows_.push_back(Tensor::from_vector(cls, {static_cast<int64_t>(cls.size())}, d));
   }
 }
 
 Tensor LayerWalk::rows(const Tensor& h, size_t b, bool cls_only) const {
-  const Tensor& m = batches_[b].attention_mask;  // (B, T)
-  const int64_t n = m.size(0), t = m.size(1);
-  std::vector<int64_t> keep;
-  std::vector<int64_t> mask = m.to(Device::cpu()).to(DType::i64).to_vector<int64_t>();
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < (cls_only ? 1 : t); ++j)
-      if (mask[static_cast<size_t>(i * t + j)] != 0) keep.push_back(i * t + j);
-  Tensor flat = h.contiguous().reshape({n * t, h.size(2)});
-  return index_select(flat, 0, Tensor::from_vector(keep, {static_cast<int64_t>(keep.size())}, h.device()));
+  Tensor flat = h.contiguous().reshape({h.size(0) * h.size(1), h.size(2)});
+  return index_select(flat, 0, cls_only ? cls_rows_[b] : real_rows_[b]);
 }
 
 NormalEquations LayerWalk::attention(bool cls_only) {

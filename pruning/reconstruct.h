@@ -62,6 +62,7 @@ class LayerWalk {
   const nn::BertModel &teacher_, &student_;
   std::vector<ExampleBatch> batches_;
   std::vector<Tensor> additive_;          // per batch (B, 1, 1, T)
+  std::vector<Tensor> real_rows_, cls_rows_;  // per batch (N) i64: rows of (B * T) that rows() keeps
   std::vector<Tensor> teacher_h_, student_h_;  // per batch (B, T, C): the current sub-layer's inputs
   int64_t layer_ = 0;
 };

@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include "pruning/compact.h"
+#include "pruning/gates.h"
 #include "pruning/reconstruct.h"
 
 namespace lopper::pruning {
@@ -37,32 +39,18 @@ Selection search(const Importance& imp, const nn::BertConfig& c, const RetrainFr
 
 std::vector<double> values(const std::vector<bool>& keep) { return {keep.begin(), keep.end()}; }
 
-// Folds mask values into layer l's attention output projection and removes the heads not
-// kept (a layer may lose them all: it then adds only its output bias).
-void apply_heads(nn::BertForSequenceClassification& m, size_t l, const std::vector<double>& v, const std::vector<bool>& keep) {
-  nn::BertLayer& L = layer(m, l);
-  L.attention->self->head_mask = Variable();
-  fold_into_columns(*L.attention->output->dense, v, L.attention->self->head_dim);
-  std::vector<int64_t> drop;
-  for (size_t h = 0; h < keep.size(); ++h)
-    if (!keep[h]) drop.push_back(static_cast<int64_t>(h));
-  if (!drop.empty()) remove_heads(*m.bert, {{static_cast<int64_t>(l), drop}}, true);
-}
-
-// The same for FFN neurons; an FFN that keeps none keeps one whose output column is zero,
-// which computes the same and keeps every layer's shape valid for transformers.
-void apply_neurons(nn::BertForSequenceClassification& m, size_t l, std::vector<double> v, const std::vector<bool>& keep) {
-  nn::BertLayer& L = layer(m, l);
-  L.intermediate->neuron_mask = Variable();
-  std::vector<int64_t> idx;
-  for (size_t i = 0; i < keep.size(); ++i)
-    if (keep[i]) idx.push_back(static_cast<int64_t>(i));
-  if (idx.empty()) {
-    idx.push_back(0);
-    v[0] = 0;
-  }
-  fold_into_columns(*L.output->dense, v, 1);
-  keep_neurons(*m.bert, static_cast<int64_t>(l), idx);
+// Removes what layer l's attention (or FFN) does not keep, every other layer untouched:
+// gates.cpp's removal with 0/1 gates, ones elsewhere. A layer may lose every head (it then
+// adds only its output bias); an FFN that keeps no neuron keeps one with a zero output
+// column, which computes the same and keeps the layer a shape transformers loads.
+void prune_sub_layer(nn::BertForSequenceClassification& m, size_t l, bool attention, const std::vector<bool>& keep) {
+  const nn::BertConfig& c = m.config();
+  std::vector<std::vector<double>> gates;
+  for (int64_t k = 0; k < c.num_hidden_layers; ++k)
+    gates.emplace_back(static_cast<size_t>(attention ? c.heads_per_layer[k] : c.intermediate_sizes[k]), 1.0);
+  gates[l] = values(keep);
+  if (attention) remove_gated_heads(*m.bert, gates, 0.5, true);
+  else remove_gated_neurons(*m.bert, gates, 0.5);
 }
 
 void set_hooks(nn::BertForSequenceClassification& m, size_t l, const std::vector<double>& heads,
@@ -125,7 +113,8 @@ nlohmann::json prune_retrain_free(nn::BertForSequenceClassification& model, cons
     seconds[phase] = seconds[phase].get<double>() + since(t);
     return r;
   };
-  auto teacher = clone(model);  // the model as given: what every layer is fitted to
+  // The model as given: what every layer is fitted to (only the least squares need it).
+  std::unique_ptr<nn::BertForSequenceClassification> teacher = o.tune ? clone(model) : nullptr;
 
   if (!o.iterative) {
     MaskGradients g = timed("gradients", [&] { return mask_gradients(model, batches); });
@@ -144,10 +133,13 @@ nlohmann::json prune_retrain_free(nn::BertForSequenceClassification& model, cons
       }
     // Removed for real first: the reconstruction then runs on the smaller model, and its
     // equations have only the kept heads' and neurons' columns.
+    std::vector<std::vector<double>> heads, neurons;  // 0/1 gates
     for (size_t l = 0; l < L; ++l) {
-      apply_heads(model, l, values(sel.heads[l]), sel.heads[l]);
-      apply_neurons(model, l, values(sel.neurons[l]), sel.neurons[l]);
+      heads.push_back(values(sel.heads[l]));
+      neurons.push_back(values(sel.neurons[l]));
     }
+    remove_gated_heads(*model.bert, heads, 0.5, true);
+    remove_gated_neurons(*model.bert, neurons, 0.5);
     if (o.tune) {
       auto t = Clock::now();
       const nn::BertConfig& c = model.config();
@@ -192,7 +184,8 @@ nlohmann::json prune_retrain_free(nn::BertForSequenceClassification& model, cons
       seconds["tune"] = since(t);
     }
   } else {
-    LayerWalk walk(*teacher->bert, *model.bert, batches);
+    std::optional<LayerWalk> walk;
+    if (o.tune) walk.emplace(*teacher->bert, *model.bert, batches);
     for (size_t l = 0; l < L; ++l)
       for (bool attention : {true, false}) {
         // Importance on the model as pruned so far; sub-layers below this one are decided.
@@ -211,12 +204,11 @@ nlohmann::json prune_retrain_free(nn::BertForSequenceClassification& model, cons
         std::vector<bool> keep = attention ? sel.heads[l] : sel.neurons[l];
         if (o.rearrange) keep = rearranged(keep, attention ? g.heads[l] : g.neurons[l]);
         nn::BertLayer& lay = layer(model, l);
-        if (attention) apply_heads(model, l, values(keep), keep);
-        else apply_neurons(model, l, values(keep), keep);
-        auto t = Clock::now();
-        NormalEquations e = attention ? walk.attention(false) : walk.ffn(o.cls_only && l + 1 == L);
-        nn::Linear& proj = attention ? *lay.attention->output->dense : *lay.output->dense;
-        if (o.tune) {
+        prune_sub_layer(model, l, attention, keep);
+        if (walk) {  // refit the output projection to the teacher's sub-layer output
+          auto t = Clock::now();
+          NormalEquations e = attention ? walk->attention(false) : walk->ffn(o.cls_only && l + 1 == L);
+          nn::Linear& proj = attention ? *lay.attention->output->dense : *lay.output->dense;
           std::vector<double> ones(static_cast<size_t>(e.w), 1.0);
           double before = projection_error(e, masked_projection(proj, ones, 1));
           if (tune_projection(e, proj, o.damp))
@@ -224,10 +216,10 @@ nlohmann::json prune_retrain_free(nn::BertForSequenceClassification& model, cons
           else
             notes.push_back("layer " + std::to_string(l) + (attention ? " attention" : " ffn") +
                             ": the least-squares refit was not finite; its weights stay");
+          if (attention) walk->attention_done();
+          else walk->ffn_done();
+          seconds["tune"] = seconds["tune"].get<double>() + since(t);
         }
-        if (attention) walk.attention_done();
-        else walk.ffn_done();
-        seconds["tune"] = seconds["tune"].get<double>() + since(t);
         say("layer " + std::to_string(l) + (attention ? " attention: " : " FFN: ") +
             std::to_string(attention ? model.config().heads_per_layer[l] : model.config().intermediate_sizes[l]) + " kept");
       }

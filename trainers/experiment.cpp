@@ -65,11 +65,14 @@ void apply_override(json& j, const std::string& assignment) {
   }
 }
 
+std::string resolve_path(const Experiment& e, const std::string& p) {
+  return p.empty() ? p : (fs::path(e.file).parent_path() / p).lexically_normal().string();
+}
+
 Experiment parse_experiment(json j, const std::string& file) {
   Experiment e;
   e.file = fs::absolute(file).lexically_normal().string();
-  fs::path base = fs::path(e.file).parent_path();
-  auto resolve = [&](const std::string& p) { return p.empty() ? p : (base / p).lexically_normal().string(); };
+  auto resolve = [&](const std::string& p) { return resolve_path(e, p); };
   // kind: a "file" or a "folder".
   auto must_exist = [&](const std::string& key, const std::string& p, const char* kind) {
     LOPPER_CHECK(fs::exists(p), key, ": '", p, "' does not exist");

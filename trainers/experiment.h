@@ -78,6 +78,10 @@ struct Experiment {
   nlohmann::json resolved;  // after defaults and overrides, relative paths made absolute
 };
 
+// A path from the experiment file, relative to the file's folder, made absolute (empty stays
+// empty): how every path key is read, stages' own included.
+std::string resolve_path(const Experiment& e, const std::string& p);
+
 // Applies one override "a.b.2.c=value" to j; value is JSON if it parses, else a string.
 void apply_override(nlohmann::json& j, const std::string& assignment);
 

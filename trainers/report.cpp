@@ -56,9 +56,7 @@ json Run::measure() {
   json m = {{"parameters", model_->num_parameters()}};
   m["heads"] = total_heads(model_->config());
   if (!dev_) return m;
-  double total_len = 0;
-  for (int64_t i = 0; i < dev_->size(); ++i) total_len += static_cast<double>(dev_->length(i));
-  int64_t avg = static_cast<int64_t>(std::lround(total_len / static_cast<double>(dev_->size())));
+  int64_t avg = data::mean_length(*dev_);
   auto f = pruning::bert_flops(model_->config(), avg);
   json layers = json::array();
   for (auto& l : f) layers.push_back({{"attention", l.attention}, {"ffn", l.ffn}});

@@ -25,7 +25,7 @@ std::vector<pruning::ExampleBatch> sample_batches(Run& run, int64_t n, int64_t b
   std::vector<int64_t> order(static_cast<size_t>(d.size()));
   std::iota(order.begin(), order.end(), int64_t{0});
   Generator gen(run.experiment().seed);
-  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[gen.next_below(i)]);  // Fisher-Yates
+  data::shuffle_in_place(order, gen);
   order.resize(static_cast<size_t>(n));
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return d.length(a) < d.length(b); });
   std::vector<pruning::ExampleBatch> out;
@@ -38,11 +38,6 @@ std::vector<pruning::ExampleBatch> sample_batches(Run& run, int64_t n, int64_t b
   return out;
 }
 
-int64_t mean_length(const data::Dataset& d) {
-  double s = 0;
-  for (int64_t i = 0; i < d.size(); ++i) s += static_cast<double>(d.length(i));
-  return std::max<int64_t>(1, std::lround(s / static_cast<double>(d.size())));
-}
 }  // namespace
 
 StageKind fisher_search_stage() {
@@ -73,9 +68,8 @@ StageKind fisher_search_stage() {
       LOPPER_CHECK(!table.empty(), s.path(), ".latency_table: the latency constraint needs a table of this machine's ",
                    "latency per layer; make one with `build/apps/latency_table MODEL_DIR --batch 32 --seq-len 25 --out ",
                    "lut.json` (a minute or two) and set latency_table to its path");
-      namespace fs = std::filesystem;
-      o->latency_table = (fs::path(e.file).parent_path() / table).lexically_normal().string();
-      LOPPER_CHECK(fs::is_regular_file(o->latency_table), s.path(), ".latency_table: '", o->latency_table,
+      o->latency_table = resolve_path(e, table);
+      LOPPER_CHECK(std::filesystem::is_regular_file(o->latency_table), s.path(), ".latency_table: '", o->latency_table,
                    "' is not a file (make one with build/apps/latency_table MODEL_DIR --out FILE)");
       s.set("latency_table", o->latency_table);
     } else {
@@ -100,7 +94,7 @@ StageKind fisher_search_stage() {
       table.check(run.model().config(), o.latency_table);
       p.table = &table;
     }
-    p.seq_len = o.seq_len > 0 ? o.seq_len : mean_length(run.dev_data() ? *run.dev_data() : train);
+    p.seq_len = o.seq_len > 0 ? o.seq_len : data::mean_length(run.dev_data() ? *run.dev_data() : train);
     p.cls_only = p.cls_only && !run.regression();
     nlohmann::json& pruning = run.state().pruning;
     pruning["before"] = run.measure();
