@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <tuple>
 
 #include "autograd/functions.h"
 #include "core/ops.h"
@@ -187,36 +188,40 @@ Selection search_fitted(const Importance& imp, const PiecewiseLinear& fa, const 
     r.prefix.resize(real + 1);
     return r;
   };
-  double best = -std::numeric_limits<double>::infinity();
-  Selection s{none_kept(imp.heads), none_kept(imp.neurons), 0, 0};
-  for (size_t da = 0; da <= att.size(); ++da) {
-    Ranked ph = pool(imp.heads, att, da);
-    double base_a = 0;
-    for (size_t k = da; k < att.size(); ++k) base_a += att[k].base_importance;
+  // The pools for every number of sub-layers dropped, each ranked once.
+  std::vector<Ranked> ph, pn;
+  std::vector<double> base_a(att.size() + 1, 0.0), base_f(ffn.size() + 1, 0.0);  // kept bases' importance
+  for (size_t d = 0; d <= att.size(); ++d) ph.push_back(pool(imp.heads, att, d));
+  for (size_t d = 0; d <= ffn.size(); ++d) pn.push_back(pool(imp.neurons, ffn, d));
+  for (size_t d = 0; d < att.size(); ++d)
+    for (size_t k = d; k < att.size(); ++k) base_a[d] += att[k].base_importance;
+  for (size_t d = 0; d < ffn.size(); ++d)
+    for (size_t k = d; k < ffn.size(); ++k) base_f[d] += ffn[k].base_importance;
+  double best = -std::numeric_limits<double>::infinity(), cost = 0;
+  size_t best_da = att.size(), best_df = ffn.size();
+  int64_t best_h = 0, best_m = 0;
+  for (size_t da = 0; da <= att.size(); ++da)
     for (size_t df = 0; df <= ffn.size(); ++df) {
       double fixed = static_cast<double>(att.size() - da) * fa.c + static_cast<double>(ffn.size() - df) * ff.c;
       if (fixed > budget_ms) continue;
-      Ranked pn = pool(imp.neurons, ffn, df);
-      double base_f = 0;
-      for (size_t k = df; k < ffn.size(); ++k) base_f += ffn[k].base_importance;
-      for (int64_t h = 0; h <= static_cast<int64_t>(ph.items.size()); ++h) {
+      for (int64_t h = 0; h <= static_cast<int64_t>(ph[da].items.size()); ++h) {
         int64_t m = affordable(budget_ms, fixed + static_cast<double>(h) * fa.slope, ff.slope,
-                               static_cast<int64_t>(pn.items.size()));
+                               static_cast<int64_t>(pn[df].items.size()));
         if (m < 0) break;
-        double total = base_a + base_f + ph.prefix[h] + pn.prefix[m];
+        double total = base_a[da] + base_f[df] + ph[da].prefix[h] + pn[df].prefix[m];
         if (total <= best) continue;
         best = total;
-        s = Selection{none_kept(imp.heads), none_kept(imp.neurons),
-                      fixed + static_cast<double>(h) * fa.slope + static_cast<double>(m) * ff.slope, total};
-        for (size_t k = da; k < att.size(); ++k)
-          for (size_t j = 0; j < att[k].base; ++j) s.heads[att[k].layer][att[k].order[j]] = true;
-        for (size_t k = df; k < ffn.size(); ++k)
-          for (size_t j = 0; j < ffn[k].base; ++j) s.neurons[ffn[k].layer][ffn[k].order[j]] = true;
-        for (int64_t k = 0; k < h; ++k) s.heads[ph.items[k].first][ph.items[k].second] = true;
-        for (int64_t k = 0; k < m; ++k) s.neurons[pn.items[k].first][pn.items[k].second] = true;
+        cost = fixed + static_cast<double>(h) * fa.slope + static_cast<double>(m) * ff.slope;
+        std::tie(best_da, best_df, best_h, best_m) = std::tuple(da, df, h, m);
       }
     }
-  }
+  Selection s{none_kept(imp.heads), none_kept(imp.neurons), cost, std::max(best, 0.0)};
+  for (size_t k = best_da; k < att.size(); ++k)
+    for (size_t j = 0; j < att[k].base; ++j) s.heads[att[k].layer][att[k].order[j]] = true;
+  for (size_t k = best_df; k < ffn.size(); ++k)
+    for (size_t j = 0; j < ffn[k].base; ++j) s.neurons[ffn[k].layer][ffn[k].order[j]] = true;
+  for (int64_t k = 0; k < best_h; ++k) s.heads[ph[best_da].items[k].first][ph[best_da].items[k].second] = true;
+  for (int64_t k = 0; k < best_m; ++k) s.neurons[pn[best_df].items[k].first][pn[best_df].items[k].second] = true;
   return s;
 }
 
@@ -237,13 +242,10 @@ Selection search_latency(const Importance& imp, const LatencyTable& lut, double 
   // with the fitted budget lowered by the overshoot, until the table agrees (nothing kept
   // costs 0, so this ends).
   double fitted = budget_ms;
-  for (int tries = 0;; ++tries) {
+  for (int tries = 0; tries <= 100; ++tries) {
     Selection s = search_fitted(imp, fa, ff, fitted);
     s.cost = searched_latency(imp, s, lut);
-    if (s.cost <= budget_ms || tries == 100) {
-      if (s.cost <= budget_ms) return s;
-      break;
-    }
+    if (s.cost <= budget_ms) return s;
     fitted -= std::max(s.cost - budget_ms, 1e-6 * std::max(1.0, budget_ms));
   }
   return search_fitted(imp, fa, ff, -1.0);  // nothing fits
