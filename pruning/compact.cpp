@@ -8,6 +8,32 @@
 
 namespace lopper::pruning {
 
+const char* layer_linear_path(LayerLinear x) {
+  switch (x) {
+    case LayerLinear::query: return "attention.self.query";
+    case LayerLinear::key: return "attention.self.key";
+    case LayerLinear::value: return "attention.self.value";
+    case LayerLinear::attention_output: return "attention.output.dense";
+    case LayerLinear::intermediate: return "intermediate.dense";
+    case LayerLinear::output: return "output.dense";
+  }
+  return "?";
+}
+
+nn::Linear& layer_linear(nn::BertModel& m, int64_t layer, LayerLinear x) {
+  nn::BertLayer& L = (*m.encoder->layer)[layer];
+  switch (x) {
+    case LayerLinear::query: return *L.attention->self->query;
+    case LayerLinear::key: return *L.attention->self->key;
+    case LayerLinear::value: return *L.attention->self->value;
+    case LayerLinear::attention_output: return *L.attention->output->dense;
+    case LayerLinear::intermediate: return *L.intermediate->dense;
+    case LayerLinear::output: return *L.output->dense;
+  }
+  LOPPER_FAIL("[layer_linear] unknown Linear");
+}
+
+
 namespace {
 Tensor take(const Tensor& t, int64_t dim, const std::vector<int64_t>& idx) {
   return index_select(t, dim, Tensor::from_vector(idx, {static_cast<int64_t>(idx.size())}, t.device())).contiguous();

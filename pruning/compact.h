@@ -10,6 +10,14 @@
 
 namespace lopper::pruning {
 
+// The six Linears of an encoder layer, by their path inside the layer.
+enum class LayerLinear { query, key, value, attention_output, intermediate, output };
+inline constexpr LayerLinear kLayerLinears[] = {LayerLinear::query,          LayerLinear::key,
+                                                LayerLinear::value,          LayerLinear::attention_output,
+                                                LayerLinear::intermediate,   LayerLinear::output};
+const char* layer_linear_path(LayerLinear x);  // "attention.self.query", ..., "output.dense"
+nn::Linear& layer_linear(nn::BertModel& m, int64_t layer, LayerLinear x);
+
 // Removes heads (indices into the layer's current heads) from each listed layer. A layer
 // may lose all its heads only with allow_empty: its attention block then adds nothing
 // but its output bias before the residual and LayerNorm. Updates the model's config

@@ -54,31 +54,6 @@ Tensor top_v_mask(const Tensor& scores, int64_t v) {
 
 namespace {
 
-nn::Linear& linear_of(nn::BertModel& m, int64_t l, Matrix x) {
-  nn::BertLayer& L = (*m.encoder->layer)[l];
-  switch (x) {
-    case Matrix::query: return *L.attention->self->query;
-    case Matrix::key: return *L.attention->self->key;
-    case Matrix::value: return *L.attention->self->value;
-    case Matrix::attention_output: return *L.attention->output->dense;
-    case Matrix::intermediate: return *L.intermediate->dense;
-    case Matrix::output: return *L.output->dense;
-  }
-  LOPPER_FAIL("[movement] unknown matrix");
-}
-
-const char* matrix_path(Matrix x) {
-  switch (x) {
-    case Matrix::query: return "attention.self.query";
-    case Matrix::key: return "attention.self.key";
-    case Matrix::value: return "attention.self.value";
-    case Matrix::attention_output: return "attention.output.dense";
-    case Matrix::intermediate: return "intermediate.dense";
-    case Matrix::output: return "output.dense";
-  }
-  return "?";
-}
-
 // (out / bo, 1, in / bi, 1): Linear's block-mask layout; 0 in a block dim is the whole dim.
 Shape block_grid(BlockShape b, int64_t out, int64_t in, const std::string& what) {
   int64_t bo = b.rows == 0 ? out : b.rows, bi = b.cols == 0 ? in : b.cols;
@@ -97,7 +72,7 @@ MovementPruning::MovementPruning(const nn::BertConfig& c, const MovementOptions&
     const int64_t A = c.heads_per_layer[l] * d, I = c.intermediate_sizes[l];
     std::string prefix = "encoder.layer." + std::to_string(l) + ".";
     auto add = [&](Matrix x, BlockShape b, int64_t out, int64_t in, const char* key) {
-      std::string name = prefix + matrix_path(x);
+      std::string name = prefix + layer_linear_path(x);
       Shape grid = block_grid(b, out, in, std::string("blocks.") + key + " on " + name);
       groups_.push_back({name, l, grid, Variable(), {{x, grid}}});
     };
@@ -135,7 +110,7 @@ void MovementPruning::to(Device d) {
 Tensor MovementPruning::magnitude_scores(nn::BertModel& model, const Group& g) const {
   Tensor total;
   for (const Target& t : g.targets) {
-    const Tensor& w = linear_of(model, g.layer, t.matrix).weight.data();
+    const Tensor& w = layer_linear(model, g.layer, t.matrix).weight.data();
     const Shape& m = t.mask_shape;
     Tensor blocks = abs(w).reshape({m[0], w.size(0) / m[0], m[2], w.size(1) / m[2]});
     Tensor s = mean(mean(blocks, 3, true), 1, true).reshape(g.score_shape);
@@ -159,7 +134,7 @@ void MovementPruning::attach(nn::BertModel& model, Generator*) {
     Variable m = g.scores.defined() ? ag::straight_through(g.scores, value) : Variable(value);
     const double share = sum_all(value).item<double>() / static_cast<double>(value.numel());  // of the blocks kept
     for (const Target& t : g.targets) {
-      nn::Linear& lin = linear_of(model, g.layer, t.matrix);
+      nn::Linear& lin = layer_linear(model, g.layer, t.matrix);
       lin.weight_mask = ag::reshape(m, t.mask_shape);
       kept += share * static_cast<double>(lin.weight.data().numel());
       total += static_cast<double>(lin.weight.data().numel());
@@ -170,7 +145,7 @@ void MovementPruning::attach(nn::BertModel& model, Generator*) {
 
 void MovementPruning::detach(nn::BertModel& model) {
   for (const Group& g : groups_)
-    for (const Target& t : g.targets) linear_of(model, g.layer, t.matrix).weight_mask = Variable();
+    for (const Target& t : g.targets) layer_linear(model, g.layer, t.matrix).weight_mask = Variable();
 }
 
 // soft_movement: lambda_t * mean over all scores of sigmoid(S); nothing for the others.
@@ -257,11 +232,11 @@ json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
   std::vector<std::vector<Tensor>> unmasked(c.num_hidden_layers);  // filled: attention weights before folding
   if (o_.filled)
     for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-      for (Matrix x : kAttention) unmasked[l].push_back(linear_of(model, l, x).weight.data().clone());
+      for (Matrix x : kAttention) unmasked[l].push_back(layer_linear(model, l, x).weight.data().clone());
   for (const Group& g : groups_) {
     Tensor value = mask_value(model, g);
     for (const Target& t : g.targets) {
-      nn::Linear& lin = linear_of(model, g.layer, t.matrix);
+      nn::Linear& lin = layer_linear(model, g.layer, t.matrix);
       lin.weight_mask = Variable(value.reshape(t.mask_shape));
       lin.weight.mutable_data() = lin.masked_weight().data().contiguous();
       lin.weight_mask = Variable();
@@ -274,11 +249,11 @@ json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
       auto part = [&](int i, const Tensor& w) { return w.slice(i == 3 ? 1 : 0, h * d, (h + 1) * d); };
       bool any = false;
       for (int i = 0; i < 4 && !any; ++i)
-        any = sum_all(abs(part(i, linear_of(model, l, kAttention[i]).weight.data()))).item<double>() != 0;
+        any = sum_all(abs(part(i, layer_linear(model, l, kAttention[i]).weight.data()))).item<double>() != 0;
       if (!any) continue;
       ++filled;
       for (int i = 0; i < 4; ++i) {
-        Tensor w = part(i, linear_of(model, l, kAttention[i]).weight.data());
+        Tensor w = part(i, layer_linear(model, l, kAttention[i]).weight.data());
         w.copy_(part(i, unmasked[l][i]));
       }
     }
@@ -289,8 +264,8 @@ json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
     json ld;
     for (Matrix x : {Matrix::query, Matrix::key, Matrix::value, Matrix::attention_output, Matrix::intermediate,
                      Matrix::output}) {
-      const Tensor& w = linear_of(model, l, x).weight.data();
-      ld[matrix_path(x)] = w.numel() ? sum_all(ne(w, Tensor::scalar(0.0, w.dtype(), w.device())).to(DType::f64))
+      const Tensor& w = layer_linear(model, l, x).weight.data();
+      ld[layer_linear_path(x)] = w.numel() ? sum_all(ne(w, Tensor::scalar(0.0, w.dtype(), w.device())).to(DType::f64))
                                                .item<double>() / static_cast<double>(w.numel())
                                      : 0.0;
     }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "pruning/compact.h"
 #include "pruning/method.h"
 
 namespace lopper::pruning {
@@ -79,7 +80,7 @@ class MovementPruning final : public PruningMethod {
   double threshold() const { return tau_; }
 
   // The six encoder matrices of a layer, as the groups name them.
-  enum class Matrix { query, key, value, attention_output, intermediate, output };
+  using Matrix = LayerLinear;
   struct Target {
     Matrix matrix;
     Shape mask_shape;  // the group's mask reshaped for Linear::weight_mask

@@ -18,7 +18,7 @@ namespace {
 json state_json(const RunState& s) {
   return {{"stage", s.stage}, {"step", s.step}, {"epoch", s.epoch}, {"batch_in_epoch", s.batch_in_epoch},
           {"dropout_offset", s.dropout_offset}, {"best", s.best}, {"best_step", s.best_step}, {"last_eval", s.last_eval},
-          {"pruning", s.pruning}, {"wall_seconds", s.wall_seconds}, {"timing", s.timing}};
+          {"pruning", s.pruning}, {"wall_seconds", s.wall_seconds}, {"timing", s.timing}, {"sparsity", s.sparsity}};
 }
 
 // A state.json read back and checked: every field present, of its type and in range.
@@ -36,6 +36,7 @@ RunState state_from(const json& j, int64_t num_stages, const std::string& where)
     s.pruning = j.at("pruning");
     s.wall_seconds = j.at("wall_seconds");
     s.timing = j.value("timing", json::object());  // absent from checkpoints older than it
+    s.sparsity = j.value("sparsity", json());       // likewise
   } catch (const json::exception& e) {
     LOPPER_FAIL(where, ": damaged (", e.what(), ")");
   }
@@ -95,6 +96,11 @@ void Run::save_checkpoint(const nn::Optimizer* opt) {
     methods.push_back({{"name", m->name()}, {"stage", stage}});
   }
   if (opt) nn::save_safetensors((tmp / "optimizer.safetensors").string(), opt->state_dict());
+  if (!held_.empty()) {
+    nn::StateDict held;
+    for (auto& [name, mask] : held_) held[name] = mask.to(Device::cpu());
+    nn::save_safetensors((tmp / "held_masks.safetensors").string(), held);
+  }
   state_.wall_seconds = elapsed_seconds();
   json state = state_json(state_);
   state["methods"] = methods;
@@ -166,6 +172,12 @@ void Run::restore() {
     }
     LOPPER_CHECK(found, "checkpoint ", dir.string(), ": stage ", stage, " (", s.kind, ") has no pruning method '", mname, "'");
   }
+  held_.clear();
+  if (fs::exists(dir / "held_masks.safetensors"))
+    for (auto& [name, mask] : nn::load_safetensors((dir / "held_masks.safetensors").string()).tensors)
+      held_[name] = mask.to(device_).contiguous();
+  LOPPER_CHECK(held_.empty() == state_.sparsity.is_null(), "--resume: checkpoint '", dir.string(), "' is damaged (",
+               held_.empty() ? "a sparsity pattern without held_masks.safetensors" : "held masks without a pattern", ")");
   wall_base_ = state_.wall_seconds;
   if (fs::exists(dir / "optimizer.safetensors")) resume_optimizer_ = dir / "optimizer.safetensors";
   uint64_t offset = state_.dropout_offset;  // rank 0's; each rank's in dropout_offsets

@@ -175,6 +175,7 @@ Experiment parse_experiment(json j, const std::string& file) {
   json stages = json::array();
   bool needs_train = false, needs_dev = false;
   const StageKind* open = nullptr;  // the stage whose pruning masks are open
+  std::string holding;              // the path of a stage that holds weights at zero
   using Masks = StageKind::Masks;
   for (size_t i = 0; i < j["stages"].size(); ++i) {
     StageSpec st;
@@ -189,6 +190,10 @@ Experiment parse_experiment(json j, const std::string& file) {
                  kinds_with(Masks::inspect, ", "), " can)");
     LOPPER_CHECK(k.masks != Masks::finalize || open, st.path, ": ", st.kind, " needs a ", kinds_with(Masks::open, " or "),
                  " stage before it");
+    LOPPER_CHECK(holding.empty() || (k.masks != Masks::open && k.masks != Masks::finalize && !k.reshapes), st.path,
+                 ": kind '", st.kind, "' cannot follow the nm_prune stage ", holding, ": its masks hold every weight's ",
+                 "shape fixed for the rest of the run (prune heads and neurons before it)");
+    if (k.holds_zeros) holding = st.path;
     if (k.masks == Masks::open) open = &k;
     if (k.masks == Masks::finalize) open = nullptr;
     needs_train = needs_train || k.trains;

@@ -100,6 +100,22 @@ void Run::write_summary() {
     }
     s["pruning"] = p;
   }
+  if (!state_.sparsity.is_null()) {  // the held pattern, checked on the weights as they are now
+    json sp = state_.sparsity;
+    pruning::NmPattern p = pruning::pattern_from_json(sp);
+    int64_t violating = 0, nonzero = 0;
+    for (auto& [name, v] : model_->named_parameters())
+      if (auto it = held_.find(name); it != held_.end()) {
+        violating += pruning::nm_violations(v.data(), p);
+        Tensor moved = mul(v.data(), sub(Tensor::scalar(1.0, v.dtype(), v.device()), it->second.to(v.dtype())));
+        nonzero += static_cast<int64_t>(sum_all(ne(moved, Tensor::scalar(0.0, v.dtype(), v.device())).to(DType::f64))
+                                            .item<double>());
+      }
+    sp["groups_violating"] = violating;
+    sp["held_weights_nonzero"] = nonzero;
+    sp["nm_prune"] = state_.pruning.value("nm_prune", json());
+    s["sparsity"] = sp;
+  }
   s["train_examples"] = train_ ? train_->size() : 0;
   s["dev_examples"] = dev_ ? dev_->size() : 0;
   s["wall_seconds"] = elapsed_seconds();

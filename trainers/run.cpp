@@ -126,6 +126,7 @@ void Run::execute_here() {
     next.last_eval = state_.last_eval;
     next.pruning = state_.pruning;
     next.timing = state_.timing;
+    next.sparsity = state_.sparsity;
     state_ = next;
     save_checkpoint(nullptr);
     if (i + 1 < static_cast<int64_t>(e_.stages.size()) && interrupted()) stop();  // after the last, just finish

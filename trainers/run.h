@@ -15,6 +15,7 @@
 #include "nn/bert.h"
 #include "nn/optim.h"
 #include "pruning/method.h"
+#include "pruning/nm_prune.h"
 #include "trainers/communicator.h"
 #include "trainers/distill.h"
 #include "trainers/experiment.h"
@@ -35,6 +36,7 @@ struct RunState {
   double wall_seconds = 0;                         // run time up to this state, over every resume
   nlohmann::json pruning = nlohmann::json::object();  // before/after measurements, what finalize removed
   nlohmann::json timing = nlohmann::json::object();   // per training stage: steps, seconds, all-reduce seconds
+  nlohmann::json sparsity;  // the pattern an nm_prune stage holds (null: none), for export and summary
 };
 
 // A pruning method attached by a stage, until a finalize stage removes it.
@@ -68,6 +70,8 @@ class Run {
   Communicator& comm() { return *comm_; }
   bool writer() const { return comm_->rank() == 0; }
   std::vector<ActiveMethod>& methods() { return methods_; }
+  // Weights held at zero (nm_prune's masks, by parameter name): training masks their gradients.
+  pruning::HeldMasks& held_masks() { return held_; }
   // The teacher (teacher.path, or the model as it is at the first call, saved to
   // output_dir/teacher so that a resumed run distills from the same one).
   Distiller& teacher();
@@ -122,6 +126,7 @@ class Run {
   nn::BertConfig cfg_;
   std::unique_ptr<nn::BertForSequenceClassification> model_;
   std::vector<ActiveMethod> methods_;
+  pruning::HeldMasks held_;
   std::unique_ptr<Distiller> distiller_;
   std::string load_notes_;  // what loading the model had to say, printed when the run starts
   std::filesystem::path resume_optimizer_;

@@ -42,6 +42,7 @@ StageKind export_stage() {
     j["id2label"] = id2label;
     j["label2id"] = label2id;
     if (run.regression()) j["problem_type"] = "regression";
+    if (!run.state().sparsity.is_null()) j["lopper_sparsity"] = run.state().sparsity;  // zeros in place; loads dense
     write_atomic(tmp / "config.json", j.dump(2) + "\n");
     fs::path src = run.experiment().model.path;
     for (const char* f : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "spiece.model"})

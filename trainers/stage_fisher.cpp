@@ -46,6 +46,7 @@ StageKind fisher_search_stage() {
   k.doc = "retraining-free pruning (Kwon et al.): Fisher search under a flops or latency target, rearrange, tune; "
           "mode iterative: sub-layer by sub-layer with weight refits";
   k.masks = StageKind::Masks::none;
+  k.reshapes = true;
   k.trains = true;
   k.parse = [](Fields& s, const Experiment& e) {
     auto o = std::make_shared<FisherOptions>();

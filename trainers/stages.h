@@ -26,6 +26,11 @@ struct StageKind {
   enum class Masks { none, open, finalize, inspect } masks = Masks::none;
   bool trains = false;     // needs data.train and data.dev
   bool evaluates = false;  // needs data.dev
+  // Changes the weights' shapes without opening masks (fisher_search removes heads and neurons).
+  bool reshapes = false;
+  // Holds weights at zero for the rest of the run (nm_prune): no later stage may open masks
+  // or change shapes.
+  bool holds_zeros = false;
   // Reads the stage's own keys ("kind" is read already); the parser calls finish() after.
   std::function<std::shared_ptr<const StageOptions>(Fields& f, const Experiment& e)> parse;
   // Optional: checks the options against the model before anything is written.
@@ -52,6 +57,7 @@ StageKind head_gates_stage();
 StageKind movement_stage();
 StageKind remove_heads_stage();
 StageKind fisher_search_stage();
+StageKind nm_prune_stage();
 StageKind evaluate_stage();
 StageKind export_stage();
 

@@ -133,7 +133,8 @@ void train_stage(Run& run, const StageSpec& s, const TrainOptions& o) {
   TrainerOptions to{o.lr, o.weight_decay,
                     nn::LrSchedule{nn::schedule_from_name(o.schedule), static_cast<int64_t>(o.warmup_ratio * total), total},
                     o.max_grad_norm, o.label_smoothing, run.regression()};
-  Trainer trainer(run.model(), methods, o.distill ? &run.teacher() : nullptr, comm, run.dropout_gen(), to);
+  Trainer trainer(run.model(), methods, o.distill ? &run.teacher() : nullptr, comm, run.dropout_gen(), to,
+                  &run.held_masks());
   if (auto p = run.take_resume_optimizer(); !p.empty())
     trainer.optimizer().load_state_dict(nn::load_safetensors(p.string()).tensors);
   if (run.writer())

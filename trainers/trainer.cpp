@@ -17,13 +17,24 @@ std::vector<nn::ParamGroup> param_groups(nn::BertForSequenceClassification& mode
 }  // namespace
 
 Trainer::Trainer(nn::BertForSequenceClassification& model, std::vector<pruning::PruningMethod*> methods, Distiller* teacher,
-                 Communicator& comm, Generator& gen, const TrainerOptions& o)
+                 Communicator& comm, Generator& gen, const TrainerOptions& o, const pruning::HeldMasks* held)
     : model_(model), methods_(std::move(methods)), teacher_(teacher), comm_(comm), gen_(gen), o_(o),
       opt_(param_groups(model, methods_, o)) {
   for (auto& g : opt_.groups())
     for (auto& [n, v] : g.params) trainable_.push_back(v);
   for (pruning::PruningMethod* m : methods_)
     for (auto& [n, v] : m->parameters()) method_params_.push_back(v);
+  if (held && !held->empty()) {
+    size_t found = 0;
+    for (auto& [n, v] : model_.named_parameters())
+      if (auto it = held->find(n); it != held->end()) {
+        LOPPER_CHECK(it->second.shape() == v.shape(), "[trainer] held mask of ", n, " is ", shape_str(it->second.shape()),
+                     ", the weight ", shape_str(v.shape()));
+        held_.emplace_back(v, it->second.to(v.device()).to(v.dtype()));
+        ++found;
+      }
+    LOPPER_CHECK(found == held->size(), "[trainer] ", held->size() - found, " held masks name no parameter of the model");
+  }
 }
 
 Variable Trainer::task_loss(const Variable& logits, const Tensor& labels) const {
@@ -57,6 +68,7 @@ StepStats Trainer::step(const std::vector<data::Batch>& micro_batches, int64_t s
   auto t0 = std::chrono::steady_clock::now();
   all_reduce_gradients(comm_, trainable_);
   st.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  pruning::mask_gradients(held_);  // pruned weights stay exactly zero
   double model_norm = nn::clip_grad_norm(model_.parameters(), o_.max_grad_norm);  // 0: none; not the methods'
   st.grad_norm = std::hypot(model_norm, nn::grad_norm(method_params_));          // before clipping
   if (!st.finite()) return st;  // no update: the loop stops the run at this step

@@ -10,6 +10,7 @@
 #include "nn/bert.h"
 #include "nn/optim.h"
 #include "pruning/method.h"
+#include "pruning/nm_prune.h"
 #include "trainers/communicator.h"
 #include "trainers/distill.h"
 
@@ -39,8 +40,9 @@ class Trainer {
  public:
   // methods: the active pruning methods (their parameters form one optimizer group each);
   // teacher: null when the stage does not distill; gen: dropout and mask sampling.
+  // held: weights whose gradients are masked (by parameter name), or null.
   Trainer(nn::BertForSequenceClassification& model, std::vector<pruning::PruningMethod*> methods, Distiller* teacher,
-          Communicator& comm, Generator& gen, const TrainerOptions& o);
+          Communicator& comm, Generator& gen, const TrainerOptions& o, const pruning::HeldMasks* held = nullptr);
 
   // One optimizer step over micro_batches (grad_accum of them) at step `step` of `total`;
   // none if the loss or a gradient is not finite (StepStats::finite() says so).
@@ -59,6 +61,7 @@ class Trainer {
   TrainerOptions o_;
   std::vector<Variable> trainable_;  // model and method parameters, for the all-reduce
   std::vector<Variable> method_params_;
+  std::vector<std::pair<Variable, Tensor>> held_;  // (parameter, 0/1 mask)
   nn::AdamW opt_;
 };
 
