@@ -5,9 +5,11 @@ Reads SWEEP_DIR/<run>/metrics.jsonl (the dev metric right after nm_prune, stage 
 summary.json (after sparse fine-tuning; the pattern, |W| kept, the permutation search, the
 checks on the final weights) and prints markdown: dev metric right after pruning -> after
 fine-tuning per series and pattern, the share of |W| each keeps, 2d best against greedy.
-Runs are named <series>_m-<m>_n-<n> (sweeps/nm_sst2.json).
+Runs are named <series>_m-<m>_n-<n> (sweeps/nm_sst2.json); a run with no training stage
+(sweeps/nm_sst2_oneshot.json) shows its dev metric right after pruning only. Several sweep
+folders may be given; a run of an earlier one wins.
 
-  python3 scripts/nm_tables.py runs/nm-sst2 [--baseline runs/minilm-sst2-full]
+  python3 scripts/nm_tables.py runs/nm-sst2 runs/nm-sst2-oneshot [--baseline runs/minilm-sst2-full]
 """
 import argparse
 import json
@@ -32,15 +34,17 @@ def load(run_dir):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("sweep_dir")
+    ap.add_argument("sweep_dirs", nargs="+")
     ap.add_argument("--baseline", default=None)
     a = ap.parse_args()
     runs = {}
-    for name in sorted(os.listdir(a.sweep_dir)):
-        m = re.fullmatch(r"([a-z0-9-]+)_m-(\d+)_n-(\d+)", name)
-        d = os.path.join(a.sweep_dir, name)
-        if m and os.path.exists(os.path.join(d, "summary.json")):
-            runs[(m.group(1), int(m.group(3)), int(m.group(2)))] = load(d)
+    for sweep_dir in a.sweep_dirs:
+        for name in sorted(os.listdir(sweep_dir)):
+            m = re.fullmatch(r"([a-z0-9-]+)_m-(\d+)_n-(\d+)", name)
+            d = os.path.join(sweep_dir, name)
+            key = (m.group(1), int(m.group(3)), int(m.group(2))) if m else None
+            if m and key not in runs and os.path.exists(os.path.join(d, "summary.json")):
+                runs[key] = load(d)
     metric = "accuracy"
     if a.baseline:
         b = json.load(open(os.path.join(a.baseline, "summary.json")))
@@ -55,7 +59,12 @@ def main():
         cells = []
         for n, m in present:
             r = runs.get((key, n, m))
-            cells.append(f"{100 * r[1][metric]:.2f} -> {100 * r[0]['final_eval'][metric]:.2f}" if r else "")
+            if not r:
+                cells.append("")
+            elif not r[0].get("timing"):  # pruned, not fine-tuned
+                cells.append(f"{100 * r[1][metric]:.2f} -> (none)")
+            else:
+                cells.append(f"{100 * r[1][metric]:.2f} -> {100 * r[0]['final_eval'][metric]:.2f}")
         if any(cells):
             print(f"| {label} | " + " | ".join(cells) + " |")
 
