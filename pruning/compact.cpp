@@ -33,12 +33,9 @@ nn::Linear& layer_linear(nn::BertModel& m, int64_t layer, LayerLinear x) {
   LOPPER_FAIL("[layer_linear] unknown Linear");
 }
 
-
-namespace {
 Tensor take(const Tensor& t, int64_t dim, const std::vector<int64_t>& idx) {
   return index_select(t, dim, Tensor::from_vector(idx, {static_cast<int64_t>(idx.size())}, t.device())).contiguous();
 }
-}  // namespace
 
 void remove_heads(nn::BertModel& model, const std::map<int64_t, std::vector<int64_t>>& heads, bool allow_empty) {
   nn::BertConfig& cfg = model.config;

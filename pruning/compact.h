@@ -18,6 +18,9 @@ inline constexpr LayerLinear kLayerLinears[] = {LayerLinear::query,          Lay
 const char* layer_linear_path(LayerLinear x);  // "attention.self.query", ..., "output.dense"
 nn::Linear& layer_linear(nn::BertModel& m, int64_t layer, LayerLinear x);
 
+// The entries idx of t along dim, contiguous: what removal keeps, or a permutation.
+Tensor take(const Tensor& t, int64_t dim, const std::vector<int64_t>& idx);
+
 // Removes heads (indices into the layer's current heads) from each listed layer. A layer
 // may lose all its heads only with allow_empty: its attention block then adds nothing
 // but its output bias before the residual and LayerNorm. Updates the model's config

@@ -262,12 +262,11 @@ json MovementPruning::finalize(nn::BertModel& model, const FinalizeOptions& o) {
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     nn::BertLayer& L = (*model.encoder->layer)[l];
     json ld;
-    for (Matrix x : {Matrix::query, Matrix::key, Matrix::value, Matrix::attention_output, Matrix::intermediate,
-                     Matrix::output}) {
+    for (Matrix x : kLayerLinears) {
       const Tensor& w = layer_linear(model, l, x).weight.data();
       ld[layer_linear_path(x)] = w.numel() ? sum_all(ne(w, Tensor::scalar(0.0, w.dtype(), w.device())).to(DType::f64))
-                                               .item<double>() / static_cast<double>(w.numel())
-                                     : 0.0;
+                                                     .item<double>() / static_cast<double>(w.numel())
+                                           : 0.0;
     }
     layer_density.push_back(ld);
     // Heads.

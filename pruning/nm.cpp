@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/ops.h"
+#include "pruning/movement.h"
 
 namespace lopper::pruning {
 
@@ -179,16 +180,17 @@ std::vector<uint8_t> greedy_2d(const std::vector<float>& u, int64_t R, int64_t C
   return per_block(u, R, C, n, m, greedy_block);
 }
 
+namespace {
+// Units an unstructured pattern keeps of `total`: round(density x total), at least one.
+int64_t units_kept(double density, int64_t total) {
+  return std::clamp<int64_t>(std::llround(density * static_cast<double>(total)), 1, total);
+}
+}  // namespace
+
 std::vector<uint8_t> top_share(const std::vector<float>& u, double density) {
   const int64_t total = static_cast<int64_t>(u.size());
-  const int64_t v = std::clamp<int64_t>(std::llround(density * static_cast<double>(total)), 1, total);
-  std::vector<int64_t> order(total);
-  std::iota(order.begin(), order.end(), int64_t{0});
-  std::nth_element(order.begin(), order.begin() + (v - 1), order.end(),
-                   [&](int64_t a, int64_t b) { return u[a] > u[b] || (u[a] == u[b] && a < b); });
-  std::vector<uint8_t> keep(total, 0);
-  for (int64_t k = 0; k < v; ++k) keep[order[k]] = 1;
-  return keep;
+  std::vector<float> m = top_v_mask(Tensor::from_vector(u, {total}), units_kept(density, total)).to_vector<float>();
+  return std::vector<uint8_t>(m.begin(), m.end());
 }
 
 Tensor nm_mask(const Tensor& w, const NmPattern& p) {
@@ -217,8 +219,7 @@ int64_t nm_violations(const Tensor& w, const NmPattern& p) {
   if (p.kind == NmKind::unstructured) {
     int64_t count = 0;
     for (float x : u) count += x != 0.0f;
-    int64_t allowed = std::clamp<int64_t>(std::llround(p.density * static_cast<double>(R * C)), 1, R * C);
-    return std::max<int64_t>(0, count - allowed);
+    return std::max<int64_t>(0, count - units_kept(p.density, R * C));
   }
   if (p.kind == NmKind::one_d) {
     for (int64_t r = 0; r < R; ++r)

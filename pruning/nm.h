@@ -43,7 +43,7 @@ std::vector<uint8_t> top_n_of_m(const std::vector<float>& u, int64_t R, int64_t 
 // less), or ASP's greedy (largest first while its row and column have room);
 std::vector<uint8_t> best_2d(const std::vector<float>& u, int64_t R, int64_t C, int64_t n, int64_t m);
 std::vector<uint8_t> greedy_2d(const std::vector<float>& u, int64_t R, int64_t C, int64_t n, int64_t m);
-// the round(density * R * C) largest (at least one; ties to the lower index).
+// the round(density * R * C) largest (at least one; ties to the lower index): top_v_mask.
 std::vector<uint8_t> top_share(const std::vector<float>& u, double density);
 
 // 0/1 mask (rows, cols), f32 on w's device, of what p keeps of w (rows, cols) by magnitude.

@@ -62,9 +62,9 @@ std::vector<EncoderLinear> select_linears(const nn::BertConfig& c, const NmPrune
 
 namespace {
 
-void take(const Variable& v, int64_t dim, const std::vector<int64_t>& perm) {
-  Tensor idx = Tensor::from_vector(perm, {static_cast<int64_t>(perm.size())}).to(v.data().device());
-  v.mutable_data() = index_select(v.data(), dim, idx).contiguous();
+// v's entries reordered along dim: perm[k] is the original index now at k.
+void reorder(const Variable& v, int64_t dim, const std::vector<int64_t>& perm) {
+  v.mutable_data() = take(v.data(), dim, perm);
 }
 
 void check_perm(const std::vector<int64_t>& perm, int64_t size, const char* what) {
@@ -92,35 +92,35 @@ void permute_hidden(nn::BertModel& model, const std::vector<nn::Linear*>& hidden
   check_perm(perm, model.config.hidden_size, "permute_hidden");
   nn::BertEmbeddings& e = *model.embeddings;
   for (auto* emb : {e.word_embeddings.get(), e.position_embeddings.get(), e.token_type_embeddings.get()})
-    take(emb->weight, 1, perm);
+    reorder(emb->weight, 1, perm);
   auto norm = [&](nn::LayerNorm& n) {
-    take(n.weight, 0, perm);
-    take(n.bias, 0, perm);
+    reorder(n.weight, 0, perm);
+    reorder(n.bias, 0, perm);
   };
   auto writes = [&](nn::BertOutput& o) {  // a projection onto the residual stream and its LayerNorm
-    take(o.dense->weight, 0, perm);
-    if (o.dense->bias.defined()) take(o.dense->bias, 0, perm);
+    reorder(o.dense->weight, 0, perm);
+    if (o.dense->bias.defined()) reorder(o.dense->bias, 0, perm);
     norm(*o.layer_norm);
   };
   norm(*e.layer_norm);
   for (int64_t l = 0; l < model.config.num_hidden_layers; ++l) {
     nn::BertLayer& L = (*model.encoder->layer)[l];
     for (LayerLinear x : {LayerLinear::query, LayerLinear::key, LayerLinear::value, LayerLinear::intermediate})
-      take(layer_linear(model, l, x).weight, 1, perm);
+      reorder(layer_linear(model, l, x).weight, 1, perm);
     writes(*L.attention->output);
     writes(*L.output);
   }
-  if (model.pooler) take(model.pooler->dense->weight, 1, perm);
-  for (nn::Linear* r : hidden_readers) take(r->weight, 1, perm);
+  if (model.pooler) reorder(model.pooler->dense->weight, 1, perm);
+  for (nn::Linear* r : hidden_readers) reorder(r->weight, 1, perm);
 }
 
 void permute_ffn(nn::BertModel& model, int64_t layer, const std::vector<int64_t>& perm) {
   nn::Linear &in = layer_linear(model, layer, LayerLinear::intermediate),
              &out = layer_linear(model, layer, LayerLinear::output);
   check_perm(perm, in.weight.data().size(0), "permute_ffn");
-  take(in.weight, 0, perm);
-  if (in.bias.defined()) take(in.bias, 0, perm);
-  take(out.weight, 1, perm);
+  reorder(in.weight, 0, perm);
+  if (in.bias.defined()) reorder(in.bias, 0, perm);
+  reorder(out.weight, 1, perm);
 }
 
 void permute_attention_values(nn::BertModel& model, int64_t layer, const std::vector<int64_t>& perm) {
@@ -131,9 +131,9 @@ void permute_attention_values(nn::BertModel& model, int64_t layer, const std::ve
   for (size_t k = 0; k < perm.size(); ++k)
     LOPPER_CHECK(perm[k] / d == static_cast<int64_t>(k) / d, "[permute_attention_values] channel ", perm[k],
                  " would leave its head for position ", k);
-  take(v.weight, 0, perm);
-  if (v.bias.defined()) take(v.bias, 0, perm);
-  take(out.weight, 1, perm);
+  reorder(v.weight, 0, perm);
+  if (v.bias.defined()) reorder(v.bias, 0, perm);
+  reorder(out.weight, 1, perm);
 }
 
 nlohmann::json pattern_json(const NmPattern& p) {

@@ -54,36 +54,27 @@ def main():
     rule = "| --- |" + " --- |" * len(present)
 
     print("Dev accuracy (%), right after nm_prune -> after sparse fine-tuning:\n")
-    print(head + "\n" + rule)
-    for key, label in SERIES:
-        cells = []
-        for n, m in present:
-            r = runs.get((key, n, m))
-            if not r:
-                cells.append("")
-            elif not r[0].get("timing"):  # pruned, not fine-tuned
-                cells.append(f"{100 * r[1][metric]:.2f} -> (none)")
-            else:
-                cells.append(f"{100 * r[1][metric]:.2f} -> {100 * r[0]['final_eval'][metric]:.2f}")
-        if any(cells):
-            print(f"| {label} | " + " | ".join(cells) + " |")
+    def table(cell):  # one row per series that has a run, cell(run) per pattern
+        print(head + "\n" + rule)
+        for key, label in SERIES:
+            cells = [cell(runs[(key, n, m)]) if (key, n, m) in runs else "" for n, m in present]
+            if any(cells):
+                print(f"| {label} | " + " | ".join(cells) + " |")
+
+    def accuracy(r):
+        if not r[0].get("timing"):  # pruned, not fine-tuned
+            return f"{100 * r[1][metric]:.2f} -> (none)"
+        return f"{100 * r[1][metric]:.2f} -> {100 * r[0]['final_eval'][metric]:.2f}"
+
+    def kept(r):
+        p = r[0]["sparsity"]["nm_prune"]
+        k = f"{100 * p['kept_magnitude']:.2f}"
+        return f"{100 * p['kept_magnitude_unpermuted']:.2f} -> {k}" if "kept_magnitude_unpermuted" in p else k
+
+    table(accuracy)
 
     print("\nShare of the pruned matrices' |W| kept (%; permuted: without -> with the permutation):\n")
-    print(head + "\n" + rule)
-    for key, label in SERIES:
-        cells = []
-        for n, m in present:
-            r = runs.get((key, n, m))
-            if not r:
-                cells.append("")
-                continue
-            p = r[0]["sparsity"]["nm_prune"]
-            k = f"{100 * p['kept_magnitude']:.2f}"
-            if "kept_magnitude_unpermuted" in p:
-                k = f"{100 * p['kept_magnitude_unpermuted']:.2f} -> {k}"
-            cells.append(k)
-        if any(cells):
-            print(f"| {label} | " + " | ".join(cells) + " |")
+    table(kept)
 
     print("\nChecks and costs per run (groups violating the pattern and held weights that moved, after fine-tuning;"
           " nm_prune seconds):\n")

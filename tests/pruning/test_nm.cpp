@@ -254,7 +254,9 @@ TEST(NmPermutation, ReachesTheBestPermutationOfASmallMatrixAndNeverLoses) {
     std::vector<int64_t> p = id;
     do best = std::max(best, kept_of(p));
     while (std::next_permutation(p.begin(), p.end()));
-    if (seed == 1) EXPECT_NEAR(res.kept_after, best, 1e-4) << "the constructed case is solved";
+    if (seed == 1) {
+      EXPECT_NEAR(res.kept_after, best, 1e-4) << "the constructed case is solved";
+    }
     EXPECT_GE(res.kept_after, 0.97 * best) << "seed " << seed;  // greedy swaps: a local optimum
   }
 }
