@@ -193,6 +193,8 @@ Experiment parse_experiment(json j, const std::string& file) {
     LOPPER_CHECK(holding.empty() || (k.masks != Masks::open && k.masks != Masks::finalize && !k.reshapes), st.path,
                  ": kind '", st.kind, "' cannot follow the nm_prune stage ", holding, ": its masks hold every weight's ",
                  "shape fixed for the rest of the run (prune heads and neurons before it)");
+    LOPPER_CHECK(holding.empty() || !k.holds_zeros, st.path, ": a second nm_prune after ", holding,
+                 ": a run holds one pattern (summary.json checks every held weight against it); set the one you want");
     if (k.holds_zeros) holding = st.path;
     if (k.masks == Masks::open) open = &k;
     if (k.masks == Masks::finalize) open = nullptr;

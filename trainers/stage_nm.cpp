@@ -3,6 +3,7 @@
 // channel-permutation search; the masks are folded into the weights and held: every later
 // training stage masks those weights' gradients, so they stay exactly zero. Evaluates.
 #include <chrono>
+#include <cstdio>
 
 #include "pruning/nm_prune.h"
 #include "trainers/run.h"
@@ -78,13 +79,9 @@ StageKind nm_prune_stage() {
     std::vector<nn::Linear*> readers;  // a classifier straight on the hidden states
     if (!run.model().bert->pooler) readers.push_back(run.model().classifier.get());
     pruning::NmPruneResult r = pruning::nm_prune(*run.model().bert, readers, o.nm);
-    pruning::HeldMasks& held = run.held_masks();
     nlohmann::json names = nlohmann::json::array();
-    for (auto& [name, mask] : r.masks) {
-      auto it = held.find(name);
-      held[name] = it == held.end() ? mask : mul(it->second, mask);  // a zero stays held
-      names.push_back(name);
-    }
+    for (auto& [name, mask] : r.masks) names.push_back(name);
+    run.held_masks() = r.masks;  // the run's only holding stage (the parser refuses a second)
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.report["seconds"] = seconds;
     run.state().pruning["nm_prune"] = r.report;
@@ -95,13 +92,14 @@ StageKind nm_prune_stage() {
     sp["weights"] = names;
     nlohmann::json dev = run.dev_data() ? run.evaluate(o.eval_batch_size) : nlohmann::json();  // a collective
     if (!run.writer()) return;
-    std::string kept = std::to_string(100 * r.report["kept_magnitude"].get<double>()).substr(0, 5) + "%";
+    char kept[64];
+    int at = std::snprintf(kept, sizeof kept, "%.2f%%", 100 * r.report["kept_magnitude"].get<double>());
     if (o.nm.permute)
-      kept += " (" + std::to_string(100 * r.report["kept_magnitude_unpermuted"].get<double>()).substr(0, 5) +
-              "% unpermuted)";
+      std::snprintf(kept + at, sizeof kept - at, " (%.2f%% unpermuted)",
+                    100 * r.report["kept_magnitude_unpermuted"].get<double>());
     std::fprintf(stderr, "nm_prune: %s on %lld Linears, sparsity %.1f%%, |W| kept %s, %.1f s\n", p.str().c_str(),
                  static_cast<long long>(r.report["linears_pruned"].get<int64_t>()),
-                 100 * r.report["sparsity"].get<double>(), kept.c_str(), seconds);
+                 100 * r.report["sparsity"].get<double>(), kept, seconds);
     if (!dev.is_null()) std::fprintf(stderr, "nm_prune: dev %s\n", dev.dump().c_str());
   };
   return k;

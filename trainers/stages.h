@@ -28,8 +28,8 @@ struct StageKind {
   bool evaluates = false;  // needs data.dev
   // Changes the weights' shapes without opening masks (fisher_search removes heads and neurons).
   bool reshapes = false;
-  // Holds weights at zero for the rest of the run (nm_prune): no later stage may open masks
-  // or change shapes.
+  // Holds weights at zero for the rest of the run (nm_prune): no later stage may open masks,
+  // change shapes or hold another pattern.
   bool holds_zeros = false;
   // Reads the stage's own keys ("kind" is read already); the parser calls finish() after.
   std::function<std::shared_ptr<const StageOptions>(Fields& f, const Experiment& e)> parse;

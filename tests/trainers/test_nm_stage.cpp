@@ -109,4 +109,10 @@ TEST_F(NmStage, RefusesBadInputWithOneLine) {
   Result r = run(exp());
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("stages.1: kind 'head_gates' cannot follow the nm_prune stage stages.0"), std::string::npos) << r.err;
+  // One held pattern per run.
+  e["stages"] = {{{"kind", "nm_prune"}}, {{"kind", "nm_prune"}, {"n", 1}}};
+  write_experiment(e);
+  r = run(exp());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("stages.1: a second nm_prune after stages.0"), std::string::npos) << r.err;
 }
