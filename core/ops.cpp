@@ -266,6 +266,29 @@ std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool lar
   return {values.transpose(dim, -1).contiguous(), indices.transpose(dim, -1).contiguous()};
 }
 
+Tensor topk_mask(const Tensor& x, const Tensor& k) {
+  check_defined(x, "topk_mask", "input");
+  check_float(x, "topk_mask");
+  check_defined(k, "topk_mask", "k");
+  LOPPER_CHECK(x.dim() >= 1, "[topk_mask] input must have at least one dimension");
+  LOPPER_CHECK(k.dtype() == DType::i64, "[topk_mask] k must be i64, got ", dtype_name(k.dtype()));
+  LOPPER_CHECK(k.device() == x.device(), "[topk_mask] k on ", k.device().str(), ", input on ", x.device().str());
+  Shape rows(x.shape().begin(), x.shape().end() - 1);
+  LOPPER_CHECK(k.shape() == rows, "[topk_mask] k ", shape_str(k.shape()), " must be the input's rows ",
+               shape_str(rows), " (input ", shape_str(x.shape()), ")");
+  Tensor kc = k.contiguous();
+  if (x.device().is_cpu()) {
+    int64_t n = x.size(-1);
+    for (int64_t v : kc.to_vector<int64_t>())
+      LOPPER_CHECK(v >= 0 && v <= n, "[topk_mask] k = ", v, " for rows of ", n);
+  }
+  Tensor xc = x.contiguous();
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (out.numel() == 0) return out;
+  LOPPER_BACKEND(x.device(), topk_mask, xc, kc, out);
+  return out;
+}
+
 // ---- indexing ----
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& idx) {

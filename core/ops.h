@@ -99,6 +99,9 @@ LayerNormGrads layer_norm_backward(const Tensor& x, const Tensor& weight, const 
 
 // k largest (or smallest) along `dim`, sorted; indices i64.
 std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true);
+// x (..., n), k (...) i64 with 0 <= k <= n -> (..., n) of x's dtype: 1 at the k[...] largest
+// entries of each row of the last dim (equal values: the lower index first), 0 elsewhere.
+Tensor topk_mask(const Tensor& x, const Tensor& k);
 
 // ---- indexing ----
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& idx);

@@ -7,7 +7,7 @@ namespace lopper::nn {
 
 Variable scaled_dot_product_attention(const Variable& q, const Variable& k, const Variable& v,
                                       const Tensor& additive_mask, const Variable& prob_mask, double dropout_p,
-                                      Generator* dropout_gen) {
+                                      Generator* dropout_gen, const ProbHook& prob_hook) {
   LOPPER_CHECK(q.dim() == 4 && k.shape() == q.shape() && v.shape() == q.shape(), "[attention] q ",
                shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()),
                " must all be (B, H, T, D)");
@@ -16,6 +16,11 @@ Variable scaled_dot_product_attention(const Variable& q, const Variable& k, cons
   if (additive_mask.defined()) scores = ag::add(scores, Variable(additive_mask));
   Variable probs = ag::softmax(scores);  // (B, H, T, T)
   if (prob_mask.defined()) probs = ag::mul(probs, prob_mask);
+  if (prob_hook) {
+    probs = prob_hook(probs, scores.data(), additive_mask);
+    LOPPER_CHECK(probs.shape() == scores.shape(), "[attention] the probability hook returned ", shape_str(probs.shape()),
+                 " for probabilities ", shape_str(scores.shape()));
+  }
   if (dropout_gen) probs = ag::dropout(probs, dropout_p, true, *dropout_gen);
   return ag::matmul(probs, v);  // (B, H, T, D)
 }

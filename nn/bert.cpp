@@ -52,7 +52,7 @@ Variable BertSelfAttention::forward(const Variable& x, const Tensor& additive_ma
   Variable k = split_heads(key->forward(x), heads);
   Variable v = split_heads(value->forward(x), heads);
   Generator* drop = is_training() ? ctx.gen : nullptr;
-  Variable context = scaled_dot_product_attention(q, k, v, additive_mask, prob_mask, dropout, drop);  // (B, H, T, D)
+  Variable context = scaled_dot_product_attention(q, k, v, additive_mask, prob_mask, dropout, drop, prob_hook);  // (B, H, T, D)
   // (heads): one mask for the batch; (B, heads): one per example, whose gradients are then
   // per example (Fisher information in pruning/fisher).
   if (head_mask.defined())

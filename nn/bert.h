@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/attention.h"
 #include "nn/bert_config.h"
 #include "nn/layers.h"
 
@@ -40,6 +41,9 @@ class BertSelfAttention : public Module {
   // gates alike); prob_mask multiplies the attention probabilities.
   Variable head_mask;  // (heads), or (B, heads): a mask per example
   Variable prob_mask;  // broadcastable to (B, heads, T, T)
+  // Rewrites the probabilities in every forward from their values (nn/attention.h); a
+  // function, since such a mask cannot exist before the forward that computes them.
+  ProbHook prob_hook;
 };
 
 // dense (width -> hidden), dropout, residual, LayerNorm: both transformers' BertSelfOutput

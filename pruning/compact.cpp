@@ -68,6 +68,8 @@ void remove_heads(nn::BertModel& model, const std::map<int64_t, std::vector<int6
     for (nn::Linear* lin : {att.query.get(), att.key.get(), att.value.get(), &out})
       LOPPER_CHECK(!lin->weight_mask.defined(), "[remove_heads] layer ", layer, " carries a weight mask: fold it into the ",
                    "weights (or detach it) before removing heads");
+    LOPPER_CHECK(!att.prob_hook, "[remove_heads] layer ", layer, " carries an attention-probability hook, which knows ",
+                 "its heads: detach it before removing heads");
     for (nn::Linear* lin : {att.query.get(), att.key.get(), att.value.get()}) {
       lin->weight.mutable_data() = take(lin->weight.data(), 0, keep_rows);
       lin->bias.mutable_data() = take(lin->bias.data(), 0, keep_rows);

@@ -176,6 +176,7 @@ Experiment parse_experiment(json j, const std::string& file) {
   bool needs_train = false, needs_dev = false;
   const StageKind* open = nullptr;  // the stage whose pruning masks are open
   std::string holding;              // the path of a stage that holds weights at zero
+  std::string staying;              // the path of a stage whose rule stays (attention_prune)
   using Masks = StageKind::Masks;
   for (size_t i = 0; i < j["stages"].size(); ++i) {
     StageSpec st;
@@ -195,7 +196,13 @@ Experiment parse_experiment(json j, const std::string& file) {
                  "shape fixed for the rest of the run (prune heads and neurons before it)");
     LOPPER_CHECK(holding.empty() || !k.holds_zeros, st.path, ": a second nm_prune after ", holding,
                  ": a run holds one pattern (summary.json checks every held weight against it); set the one you want");
+    LOPPER_CHECK(staying.empty() || (k.masks != Masks::open && k.masks != Masks::finalize && !k.reshapes), st.path,
+                 ": kind '", st.kind, "' cannot follow the attention_prune stage ", staying, ": its rule knows every ",
+                 "layer's heads and stays for the rest of the run (prune heads and weights before it)");
+    LOPPER_CHECK(staying.empty() || k.masks != Masks::stays, st.path, ": a second ", st.kind, " after ", staying,
+                 ": a run keeps one attention rule; set the one you want");
     if (k.holds_zeros) holding = st.path;
+    if (k.masks == Masks::stays) staying = st.path;
     if (k.masks == Masks::open) open = &k;
     if (k.masks == Masks::finalize) open = nullptr;
     needs_train = needs_train || k.trains;

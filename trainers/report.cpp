@@ -100,6 +100,9 @@ void Run::write_summary() {
     }
     s["pruning"] = p;
   }
+  // The attention rule, and dev accuracy and realized sparsity per layer and head (at the
+  // task's real lengths) with it before and after fine-tuning.
+  if (state_.pruning.contains("attention_prune")) s["attention_pruning"] = state_.pruning["attention_prune"];
   if (!state_.sparsity.is_null()) {  // the held pattern, checked on the weights as they are now
     json sp = state_.sparsity;
     pruning::NmPattern p = pruning::pattern_from_json(sp);

@@ -43,6 +43,10 @@ StageKind export_stage() {
     j["label2id"] = label2id;
     if (run.regression()) j["problem_type"] = "regression";
     if (!run.state().sparsity.is_null()) j["lopper_sparsity"] = run.state().sparsity;  // zeros in place; loads dense
+    // The attention rule cannot be said in stock transformers (it loads as dense attention).
+    const nlohmann::json& pr = run.state().pruning;
+    if (pr.contains("attention_prune") && pr["attention_prune"].contains("rule"))
+      j["lopper_attention_pruning"] = pr["attention_prune"]["rule"];
     write_atomic(tmp / "config.json", j.dump(2) + "\n");
     fs::path src = run.experiment().model.path;
     for (const char* f : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "spiece.model"})

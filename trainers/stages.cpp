@@ -23,7 +23,8 @@ void open_methods(Run& run, const StageSpec& s, const decltype(StageKind::method
 const std::vector<StageKind>& stage_kinds() {
   static const std::vector<StageKind> kinds = {
       finetune_stage(),   head_gates_stage(), movement_stage(), remove_heads_stage(),
-      mask_tune_stage(),  fisher_search_stage(), nm_prune_stage(), evaluate_stage(), export_stage(),
+      mask_tune_stage(),  fisher_search_stage(), nm_prune_stage(), attention_prune_stage(),
+      evaluate_stage(),   export_stage(),
   };
   return kinds;
 }

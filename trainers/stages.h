@@ -22,8 +22,10 @@ struct StageKind {
   std::string doc;  // one line, for --help and docs/experiment.md
   // How the stage relates to the masks of pruning methods: `open` attaches methods whose
   // masks train until a `finalize` stage folds them into the weights; between the two only
-  // `inspect` stages may run; `none` may run only while no masks are open.
-  enum class Masks { none, open, finalize, inspect } masks = Masks::none;
+  // `inspect` stages may run; `none` may run only while no masks are open. `stays` attaches
+  // a method that is never finalized (attention_prune: a rule applied in every forward, kept
+  // for the rest of the run): no later stage may open masks or change shapes under it.
+  enum class Masks { none, open, finalize, inspect, stays } masks = Masks::none;
   bool trains = false;     // needs data.train and data.dev
   bool evaluates = false;  // needs data.dev
   // Changes the weights' shapes without opening masks (fisher_search removes heads and neurons).
@@ -58,6 +60,7 @@ StageKind movement_stage();
 StageKind remove_heads_stage();
 StageKind fisher_search_stage();
 StageKind nm_prune_stage();
+StageKind attention_prune_stage();
 StageKind evaluate_stage();
 StageKind export_stage();
 

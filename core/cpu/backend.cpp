@@ -2,7 +2,9 @@
 // Not a place for new math: an op's arithmetic belongs in core/kernels.
 #include <dnnl.h>
 
+#include <algorithm>
 #include <array>
+#include <numeric>
 #include <cstring>
 #include <vector>
 
@@ -374,6 +376,29 @@ void topk(const Tensor& x, int64_t k, bool largest, const Tensor& values, const 
     int64_t* ip = indices.data<int64_t>();
     parallel_for(rows, 1, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) topk_row(xp + r * n, n, k, largest, vp + r * k, ip + r * k);
+    });
+  });
+}
+
+void topk_mask(const Tensor& x, const Tensor& k, const Tensor& out) {
+  dispatch_float(x.dtype(), "topk_mask", [&](auto tag_) { using scalar_t = typename decltype(tag_)::type;
+    int64_t n = x.size(-1), rows = x.numel() / std::max<int64_t>(n, 1);
+    const scalar_t* xp = x.data<scalar_t>();
+    const int64_t* kp = k.data<int64_t>();
+    scalar_t* op = out.data<scalar_t>();
+    parallel_for(rows, 1, [&](int64_t b, int64_t e) {
+      std::vector<int64_t> order(n);
+      for (int64_t r = b; r < e; ++r) {
+        const scalar_t* xr = xp + r * n;
+        scalar_t* o = op + r * n;
+        std::fill(o, o + n, scalar_t(0));
+        const int64_t keep = kp[r];
+        if (keep <= 0) continue;
+        std::iota(order.begin(), order.end(), int64_t{0});
+        auto before = [xr](int64_t a, int64_t c) { return ranks_before(xr[a], a, xr[c], c); };
+        if (keep < n) std::nth_element(order.begin(), order.begin() + (keep - 1), order.end(), before);
+        for (int64_t j = 0; j < keep; ++j) o[order[j]] = scalar_t(1);
+      }
     });
   });
 }

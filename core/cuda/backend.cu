@@ -366,6 +366,16 @@ __global__ void topk_kernel(const T* x, int64_t rows, int64_t n, int64_t k, bool
   LOPPER_GRID_LOOP(r, rows) topk_row(x + r * n, n, k, largest, vals + r * k, idx + r * k);
 }
 
+// One thread per entry: its rank in the row against the row's k (O(n) per entry, rows of
+// attention length; the CPU selects with nth_element in the same order).
+template <class T>
+__global__ void topk_mask_kernel(const T* x, const int64_t* k, int64_t rows, int64_t n, T* out) {
+  LOPPER_GRID_LOOP(t, rows * n) {
+    int64_t r = t / n, i = t % n;
+    out[t] = rank_in_row(x + r * n, n, i) < k[r] ? T(1) : T(0);
+  }
+}
+
 // ---- indexing ----
 
 template <class T, class I>
@@ -707,6 +717,16 @@ void topk(const Tensor& x, int64_t k, bool largest, const Tensor& values, const 
     using T = typename decltype(tag)::type;
     topk_kernel<<<blocks_for(rows), kThreads>>>(x.data<T>(), rows, n, k, largest, values.data<T>(),
                                                 indices.data<int64_t>());
+  });
+  LOPPER_CUDA_LAUNCH_CHECK();
+}
+
+void topk_mask(const Tensor& x, const Tensor& k, const Tensor& out) {
+  DeviceGuard g(out, "topk_mask");
+  int64_t n = x.size(-1), rows = x.numel() / n;
+  dispatch_float(x.dtype(), "topk_mask", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    topk_mask_kernel<<<blocks_for(rows * n), kThreads>>>(x.data<T>(), k.data<int64_t>(), rows, n, out.data<T>());
   });
   LOPPER_CUDA_LAUNCH_CHECK();
 }

@@ -34,6 +34,7 @@ void softmax_backward(const Tensor&, const Tensor&, const Tensor&, bool) { no_cu
 void layer_norm(const Tensor&, const Tensor&, const Tensor&, double, const Tensor&, const Tensor&, const Tensor&) { no_cuda("layer_norm"); }
 void layer_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("layer_norm_backward"); }
 void topk(const Tensor&, int64_t, bool, const Tensor&, const Tensor&) { no_cuda("topk"); }
+void topk_mask(const Tensor&, const Tensor&, const Tensor&) { no_cuda("topk_mask"); }
 void index_select(const Tensor&, int64_t, int64_t, int64_t, const Tensor&, const Tensor&) { no_cuda("index_select"); }
 void index_add(const Tensor&, int64_t, int64_t, int64_t, const Tensor&, const Tensor&) { no_cuda("index_add"); }
 void gather(const Tensor&, int64_t, int64_t, int64_t, const Tensor&, const Tensor&) { no_cuda("gather"); }

@@ -119,6 +119,21 @@ LOPPER_HOST_DEVICE void topk_row(const T* x, int64_t n, int64_t k, bool largest,
   }
 }
 
+// The order topk_mask keeps the first k of: largest first, equal values by lower index
+// (deterministic, and the same on every backend).
+template <class T>
+LOPPER_HOST_DEVICE bool ranks_before(T a, int64_t ia, T b, int64_t ib) {
+  return a > b || (a == b && ia < ib);
+}
+
+// How many entries of the row x[0, n) come before x[i] in that order.
+template <class T>
+LOPPER_HOST_DEVICE int64_t rank_in_row(const T* x, int64_t n, int64_t i) {
+  int64_t r = 0;
+  for (int64_t j = 0; j < n; ++j) r += ranks_before(x[j], j, x[i], i) ? 1 : 0;
+  return r;
+}
+
 enum class ReduceOp : uint8_t { sum, mean, max, min };
 
 }  // namespace lopper::kernels

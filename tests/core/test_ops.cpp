@@ -214,6 +214,38 @@ TEST(Ops, TopkSortedWithIndices) {
   EXPECT_THROW(topk(x, 5), Error);
 }
 
+// Against the definition: an entry is kept iff fewer than k entries of its row come before
+// it (larger, or equal at a lower index); every row keeps exactly its k.
+TEST(Ops, TopkMaskKeepsExactlyKPerRowTiesByIndex) {
+  Tensor x = randn({5, 3, 11}, 21);
+  Generator g(22);
+  std::vector<int64_t> ks(15);
+  for (size_t r = 0; r < ks.size(); ++r) ks[r] = static_cast<int64_t>(r % 12);  // 0 .. 11, 0 .. 2
+  Tensor k = Tensor::from_vector<int64_t>(ks, {5, 3});
+  // Ties: row 1 all equal, row 2 with a repeated maximum.
+  std::vector<float> xv = x.to_vector<float>();
+  for (int i = 0; i < 11; ++i) xv[11 + i] = 0.5f;
+  xv[22 + 3] = xv[22 + 7] = 10.0f;
+  x = Tensor::from_vector<float>(xv, {5, 3, 11});
+  std::vector<float> m = topk_mask(x, k).to_vector<float>();
+  for (int64_t r = 0; r < 15; ++r) {
+    int64_t kept = 0;
+    for (int64_t i = 0; i < 11; ++i) {
+      int64_t before = 0;
+      for (int64_t j = 0; j < 11; ++j)
+        before += xv[r * 11 + j] > xv[r * 11 + i] || (xv[r * 11 + j] == xv[r * 11 + i] && j < i);
+      EXPECT_EQ(m[r * 11 + i], before < ks[r] ? 1.0f : 0.0f) << "row " << r << " entry " << i;
+      kept += m[r * 11 + i] == 1.0f;
+    }
+    EXPECT_EQ(kept, ks[r]) << "row " << r;
+  }
+  EXPECT_EQ(std::vector<float>(m.begin() + 11, m.begin() + 22),
+            (std::vector<float>{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}));  // k = 1, all equal: the first
+  EXPECT_THROW(topk_mask(x, Tensor::from_vector<int64_t>({12}, {1}).expand({5, 3}).contiguous()), Error);
+  EXPECT_THROW(topk_mask(x, Tensor::from_vector<int64_t>({1, 2, 3}, {3})), Error);  // not the rows
+  EXPECT_THROW(topk_mask(x, Tensor::from_vector<float>({1}, {1}).expand({5, 3})), Error);  // not i64
+}
+
 TEST(Ops, IndexingGatherScatterEmbeddingConcat) {
   Tensor w = Tensor::from_vector<float>({0, 1, 10, 11, 20, 21}, {3, 2});
   Tensor ids = Tensor::from_vector<int64_t>({2, 0, 2}, {3});

@@ -107,6 +107,10 @@ TEST_F(CudaOps, ReductionsRowsAndTopk) {
   auto [tv2, ti2] = topk(x.to(gpu), 3, 1);
   expect_close(tv, tv2, 0.0);
   EXPECT_EQ(ti.to_vector<int64_t>(), ti2.to_vector<int64_t>());
+  std::vector<int64_t> ks(6 * 7);
+  for (size_t r = 0; r < ks.size(); ++r) ks[r] = static_cast<int64_t>(r % 10);
+  Tensor k = Tensor::from_vector<int64_t>(ks, {6, 7});
+  expect_close(topk_mask(x, k), topk_mask(x.to(gpu), k.to(gpu)), 0.0);
 }
 
 TEST_F(CudaOps, IndexingAndConcat) {
