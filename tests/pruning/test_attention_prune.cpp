@@ -9,6 +9,7 @@
 
 #include "autograd/gradcheck.h"
 #include "core/ops.h"
+#include "core/sparse_attention.h"
 #include "nn/attention.h"
 #include "pruning/attention_prune.h"
 #include "tiny_model.h"
@@ -253,4 +254,36 @@ TEST(AttentionPrune, BadOptionsNameTheKey) {
                 .find("target_sparsity"),
             std::string::npos);
   EXPECT_EQ(msg(topk_options(3, 0)), "no error");
+}
+
+// The inference kernel computes what the training path's mask computes.
+TEST(AttentionPrune, SparseProbsTimesVEqualsTheMaskedAttention) {
+  Loaded t;
+  Tensor mask = additive_mask(DType::f32);
+  Tensor q = randn({kB, kH, kT, kD}, 11).to(DType::f32), k = randn({kB, kH, kT, kD}, 12).to(DType::f32);
+  Tensor v = randn({kB, kH, kT, kD}, 13).to(DType::f32);
+  Tensor valid = Tensor::from_vector<int64_t>(kLen, {kB});
+  Attn a = dense(q, k, mask);
+  std::vector<std::pair<AttentionPruneOptions, SparseAttentionRule>> cases;
+  for (bool renorm : {false, true})
+    for (bool cls : {false, true}) {
+      AttentionPruneOptions o = topk_options(0, 0.25);
+      o.renormalize = renorm;
+      o.prune_cls_row = cls;
+      cases.push_back({o, {.keep = 0.25, .renormalize = renorm, .prune_first_row = cls}});
+      o = topk_options(3, 0);
+      o.renormalize = renorm;
+      o.prune_cls_row = cls;
+      cases.push_back({o, {.k = 3, .renormalize = renorm, .prune_first_row = cls}});
+      o = AttentionPruneOptions{.rule = AttentionRule::threshold, .threshold = 0.2};
+      o.renormalize = renorm;
+      o.prune_cls_row = cls;
+      cases.push_back({o, {.threshold = 0.2, .renormalize = renorm, .prune_first_row = cls}});
+    }
+  for (auto& [o, rule] : cases) {
+    AttentionPruning m(t.cfg, o);
+    Tensor want = matmul(hook_of(m, t)(Variable(a.probs), a.scores, mask).data(), v);
+    Tensor got = sparse_probs_times_v(a.probs, a.scores, v, valid, rule);
+    EXPECT_LT(max_abs_diff(got, want), 1e-5) << m.describe();
+  }
 }
