@@ -335,6 +335,25 @@ nlohmann::json AttentionPruning::sparsity_report() const {
           {"entries", valid}};
 }
 
+Tensor AttentionPruning::eval_counts() const {
+  std::vector<double> c;
+  for (const auto* group : {&kept_, &valid_})
+    for (const auto& layer : *group) c.insert(c.end(), layer.begin(), layer.end());
+  return Tensor::from_vector<double>(c, {static_cast<int64_t>(c.size())});
+}
+
+void AttentionPruning::set_eval_counts(const Tensor& counts) {
+  std::vector<double> c = counts.to_vector<double>();
+  size_t i = 0;
+  for (auto* group : {&kept_, &valid_})
+    for (auto& layer : *group)
+      for (double& v : layer) {
+        LOPPER_CHECK(i < c.size(), "[attention_prune] ", c.size(), " counts for more entries");
+        v = c[i++];
+      }
+  LOPPER_CHECK(i == c.size(), "[attention_prune] ", c.size(), " counts for ", i, " entries");
+}
+
 void AttentionPruning::report(json& line) const {
   if (train_valid_ > 0) line["attention_sparsity"] = 1 - train_kept_ / train_valid_;
   if (o_.rule == AttentionRule::threshold && o_.schedule) line["attention_threshold"] = threshold_now();

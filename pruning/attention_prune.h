@@ -86,6 +86,10 @@ class AttentionPruning final : public PruningMethod {
   // forwards since the last attach(model, nullptr): overall, per layer, per layer and head.
   nlohmann::json sparsity_report() const;
   double threshold_now() const;  // threshold rule: the value in use
+  // The counts behind sparsity_report (kept, then valid, per layer and head) as one f64
+  // tensor, for summing them over data-parallel ranks, and back.
+  Tensor eval_counts() const;
+  void set_eval_counts(const Tensor& counts);
 
  private:
   Variable apply(int64_t layer, const Variable& probs, const Tensor& scores, const Tensor& additive_mask);

@@ -27,6 +27,11 @@ pruning::AttentionPruning& the_method(Run& run) {
 
 nlohmann::json evaluation(Run& run, pruning::AttentionPruning& m, int64_t batch_size) {
   nlohmann::json dev = run.evaluate(batch_size);  // attaches the rule, deterministic: counts from here
+  if (run.comm().size() > 1) {  // each rank counted its own batches
+    Tensor c = m.eval_counts().to(run.device());
+    run.comm().all_reduce(c, Reduce::sum);
+    m.set_eval_counts(c.to(Device::cpu()));
+  }
   return {{"dev", dev}, {"attention", m.sparsity_report()}};
 }
 
