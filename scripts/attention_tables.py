@@ -17,6 +17,14 @@ RULES = [("topk", "top-k"), ("threshold", "fixed threshold"), ("learned", "learn
          ("static", "static positions")]
 
 
+def setting_value(name):  # runs of a rule in the order of their value (keep 0.5, 0.25, 0.1 / sparsity up)
+    try:
+        v = float(name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return (name, 0.0)
+    return (name.split("_")[0], -v if "keep" in name else v)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sweep_dir")
@@ -30,7 +38,7 @@ def main():
     print("| --- | --- | --- | --- | --- | --- |")
     layers = []
     for prefix, label in RULES:
-        for name in sorted(os.listdir(a.sweep_dir)):
+        for name in sorted(os.listdir(a.sweep_dir), key=setting_value):
             path = os.path.join(a.sweep_dir, name, "summary.json")
             if not name.startswith(prefix + "_") or not os.path.exists(path):
                 continue
