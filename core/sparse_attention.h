@@ -5,6 +5,8 @@
 // dense (the rule needs them). Same rule as the training path's mask: ranks by score, ties
 // to the lower key, the [CLS] row whole unless prune_first_row. Not differentiable; f32, CPU.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "core/tensor.h"
@@ -20,6 +22,14 @@ struct SparseAttentionRule {
   bool renormalize = false;
   bool prune_first_row = false;
 };
+
+// Entries a top-k rule keeps of a row with n valid keys: k (at most n), or the share keep
+// of n rounded up, at least 1. The training path's mask (pruning/attention_prune) counts
+// with this too.
+inline int64_t kept_per_row(int64_t k, double keep, int64_t n) {
+  if (k > 0) return std::min(k, n);
+  return std::clamp<int64_t>(static_cast<int64_t>(std::ceil(keep * static_cast<double>(n) - 1e-9)), 1, n);
+}
 
 // probs, scores (B, H, T, T) (scores with the additive mask added: padded keys at the
 // dtype's lowest), v (B, H, T, D), valid (B) i64: each example's valid keys, its first ones

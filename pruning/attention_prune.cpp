@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/ops.h"
+#include "core/sparse_attention.h"
 #include "pruning/movement.h"
 
 namespace lopper::pruning {
@@ -27,6 +28,17 @@ std::vector<int64_t> valid_lengths(const Tensor& additive_mask, int64_t b, int64
   std::vector<double> m = additive_mask.reshape({b, t}).to_vector<double>();
   for (int64_t i = 0; i < b; ++i) len[i] = std::count(m.begin() + i * t, m.begin() + (i + 1) * t, 0.0);
   return len;
+}
+
+// Which entries are real, 0/1 in dt: keys (B, 1, 1, T) from the additive mask (0 keeps, the
+// dtype's lowest drops; undefined: every key), and query x key pairs (B, 1, T, T).
+struct ValidEntries {
+  Tensor keys, pairs;
+};
+ValidEntries valid_entries(const Tensor& additive_mask, int64_t b, int64_t t, DType dt, Device dev) {
+  Tensor keys = additive_mask.defined() ? eq(additive_mask, Tensor::zeros({}, additive_mask.dtype(), dev)).to(dt)
+                                        : Tensor::ones({b, 1, 1, t}, dt, dev);
+  return {keys, mul(keys.reshape({b, 1, t, 1}), keys)};
 }
 }  // namespace
 
@@ -127,9 +139,7 @@ Tensor AttentionPruning::row_counts(const std::vector<int64_t>& lengths, int64_t
   std::vector<int64_t> k(static_cast<size_t>(b * heads * t));
   for (int64_t i = 0; i < b; ++i) {
     const int64_t n = lengths[i];
-    int64_t keep = o_.k > 0 ? std::min(o_.k, n)
-                            : std::clamp<int64_t>(static_cast<int64_t>(std::ceil(o_.keep * static_cast<double>(n) - 1e-9)),
-                                                  1, n);
+    const int64_t keep = kept_per_row(o_.k, o_.keep, n);
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t q = 0; q < t; ++q) k[(i * heads + h) * t + q] = q == 0 && !o_.prune_cls_row ? n : keep;
   }
@@ -142,9 +152,8 @@ Variable AttentionPruning::apply(int64_t layer, const Variable& probs, const Ten
   const Device dev = probs.device();
   const DType dt = probs.dtype();
   std::vector<int64_t> len = valid_lengths(additive_mask, b, t);
-  Tensor key_valid = additive_mask.defined() ? eq(additive_mask, Tensor::zeros({}, additive_mask.dtype(), dev)).to(dt)
-                                             : Tensor::ones({b, 1, 1, t}, dt, dev);  // (B, 1, 1, T)
-  Tensor pair_valid = mul(key_valid.reshape({b, 1, t, 1}), key_valid);            // (B, 1, T, T)
+  const ValidEntries valid_in = valid_entries(additive_mask, b, t, dt, dev);
+  const Tensor &key_valid = valid_in.keys, &pair_valid = valid_in.pairs;  // (B, 1, 1, T), (B, 1, T, T)
   Tensor hard;                                                                      // (B, H, T, T) 0/1
   Variable mask;  // hard, with the gradient of what it came from where that is learned
   if (o_.rule == AttentionRule::topk || o_.rule == AttentionRule::static_positions) {
@@ -239,9 +248,7 @@ void AttentionPruning::calibrate(nn::BertModel& model, const std::function<void(
     nn::BertSelfAttention& att = *(*model.encoder->layer)[l].attention->self;
     att.prob_hook = [&, l](const Variable& p, const Tensor&, const Tensor& m) {
       const int64_t b = p.size(0), h = p.size(1), t = p.size(2);
-      Tensor kv = m.defined() ? eq(m, Tensor::zeros({}, m.dtype(), m.device())).to(DType::f32)
-                              : Tensor::ones({b, 1, 1, t}, DType::f32, p.device());
-      Tensor pv = mul(kv.reshape({b, 1, t, 1}), kv);                          // (B, 1, T, T)
+      Tensor pv = valid_entries(m, b, t, DType::f32, p.device()).pairs;      // (B, 1, T, T)
       Tensor s = sum(mul(p.data().to(DType::f32), pv), 0);                   // (H, T, T)
       Tensor c = sum(pv, 0);                                                  // (1, T, T)
       Tensor ps = Tensor::zeros({h, L, L}, DType::f32, p.device()), pc = Tensor::zeros({1, L, L}, DType::f32, p.device());

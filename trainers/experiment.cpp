@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -191,14 +192,16 @@ Experiment parse_experiment(json j, const std::string& file) {
                  kinds_with(Masks::inspect, ", "), " can)");
     LOPPER_CHECK(k.masks != Masks::finalize || open, st.path, ": ", st.kind, " needs a ", kinds_with(Masks::open, " or "),
                  " stage before it");
-    LOPPER_CHECK(holding.empty() || (k.masks != Masks::open && k.masks != Masks::finalize && !k.reshapes), st.path,
-                 ": kind '", st.kind, "' cannot follow the nm_prune stage ", holding, ": its masks hold every weight's ",
-                 "shape fixed for the rest of the run (prune heads and neurons before it)");
+    // After held zeros or a staying rule, shapes are fixed and no masks open.
+    for (const auto& [after, kind, why] :
+         {std::tuple{&holding, "nm_prune", "its masks hold every weight's shape fixed for the rest of the run (prune "
+                                           "heads and neurons before it)"},
+          std::tuple{&staying, "attention_prune", "its rule knows every layer's heads and stays for the rest of the run "
+                                                  "(prune heads and weights before it)"}})
+      LOPPER_CHECK(after->empty() || (k.masks != Masks::open && k.masks != Masks::finalize && !k.reshapes), st.path,
+                   ": kind '", st.kind, "' cannot follow the ", kind, " stage ", *after, ": ", why);
     LOPPER_CHECK(holding.empty() || !k.holds_zeros, st.path, ": a second nm_prune after ", holding,
                  ": a run holds one pattern (summary.json checks every held weight against it); set the one you want");
-    LOPPER_CHECK(staying.empty() || (k.masks != Masks::open && k.masks != Masks::finalize && !k.reshapes), st.path,
-                 ": kind '", st.kind, "' cannot follow the attention_prune stage ", staying, ": its rule knows every ",
-                 "layer's heads and stays for the rest of the run (prune heads and weights before it)");
     LOPPER_CHECK(staying.empty() || k.masks != Masks::stays, st.path, ": a second ", st.kind, " after ", staying,
                  ": a run keeps one attention rule; set the one you want");
     if (k.holds_zeros) holding = st.path;

@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <array>
-#include <numeric>
 #include <cstring>
 #include <vector>
 
 #include "core/backend.h"
 #include "core/cpu/parallel.h"
+#include "core/cpu/select.h"
 #include "core/kernels/convert.h"
 #include "core/kernels/indexer.h"
 #include "core/kernels/random.h"
@@ -387,17 +387,13 @@ void topk_mask(const Tensor& x, const Tensor& k, const Tensor& out) {
     const int64_t* kp = k.data<int64_t>();
     scalar_t* op = out.data<scalar_t>();
     parallel_for(rows, 1, [&](int64_t b, int64_t e) {
-      std::vector<int64_t> order(n);
+      std::vector<scalar_t> scratch(n);
+      std::vector<int64_t> kept(n);
       for (int64_t r = b; r < e; ++r) {
-        const scalar_t* xr = xp + r * n;
         scalar_t* o = op + r * n;
         std::fill(o, o + n, scalar_t(0));
-        const int64_t keep = kp[r];
-        if (keep <= 0) continue;
-        std::iota(order.begin(), order.end(), int64_t{0});
-        auto before = [xr](int64_t a, int64_t c) { return ranks_before(xr[a], a, xr[c], c); };
-        if (keep < n) std::nth_element(order.begin(), order.begin() + (keep - 1), order.end(), before);
-        for (int64_t j = 0; j < keep; ++j) o[order[j]] = scalar_t(1);
+        const int64_t m = top_k_indices(xp + r * n, n, kp[r], scratch.data(), kept.data());
+        for (int64_t j = 0; j < m; ++j) o[kept[j]] = scalar_t(1);
       }
     });
   });

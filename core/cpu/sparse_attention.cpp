@@ -1,15 +1,14 @@
-// Sparse P x V on the CPU: per row, choose the kept keys (a k-th largest score found by
-// nth_element on a copy of the row, then a scan; or a scan against the threshold), then sum
-// those rows of V. Parallel over (example, head) pairs.
+// Sparse P x V on the CPU: per row, choose the kept keys (top k by score through
+// cpu::top_k_indices, as topk_mask does; or a scan against the threshold), then sum those
+// rows of V. Parallel over (example, head) pairs.
 #include "core/sparse_attention.h"
 
 #include <immintrin.h>
 
-#include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "core/cpu/parallel.h"
+#include "core/cpu/select.h"
 
 namespace lopper {
 
@@ -69,18 +68,17 @@ Tensor sparse_probs_times_v(const Tensor& probs, const Tensor& scores, const Ten
   LOPPER_CHECK(static_cast<int64_t>(len.size()) == b, "[sparse_attention] valid has ", len.size(), " entries for ", b,
                " examples");
   Tensor pc = probs.contiguous(), sc = scores.contiguous(), vc = v.contiguous();
-  Tensor out = Tensor::zeros({b, h, t, d});
+  Tensor out = Tensor::empty({b, h, t, d});  // accumulate() writes every output
   const float *pp = pc.data<float>(), *sp = sc.data<float>(), *vp = vc.data<float>();
   float* op = out.data<float>();
   const bool topk = rule.k > 0 || rule.keep > 0;
   cpu::parallel_for(b * h, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> row(static_cast<size_t>(t));
-    std::vector<int64_t> kept(static_cast<size_t>(t));  // the row's kept keys, then their weights
+    std::vector<int64_t> kept(static_cast<size_t>(t));  // the row's kept keys
     std::vector<float> weight(static_cast<size_t>(t));
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t n = len[bh / h];
-      const int64_t keep = rule.k > 0 ? std::min(rule.k, n)
-                                      : std::clamp<int64_t>(static_cast<int64_t>(std::ceil(rule.keep * n - 1e-9)), 1, n);
+      const int64_t keep = kept_per_row(rule.k, rule.keep, n);
       const float* V = vp + bh * t * d;
       for (int64_t i = 0; i < t; ++i) {
         const float* p = pp + (bh * t + i) * t;
@@ -89,14 +87,7 @@ Tensor sparse_probs_times_v(const Tensor& probs, const Tensor& scores, const Ten
         if ((i == 0 && !rule.prune_first_row) || (topk && keep >= n)) {
           for (int64_t j = 0; j < n; ++j) kept[m++] = j;  // valid keys first: right padding
         } else if (topk) {
-          // The k-th largest score; strictly larger ones all, equal ones by lower index.
-          std::copy(s, s + t, row.begin());
-          std::nth_element(row.begin(), row.begin() + (keep - 1), row.end(), std::greater<float>());
-          const float kth = row[keep - 1];
-          int64_t ties = keep;
-          for (int64_t j = 0; j < t; ++j) ties -= s[j] > kth;
-          for (int64_t j = 0; j < t; ++j)
-            if (s[j] > kth || (s[j] == kth && ties-- > 0)) kept[m++] = j;
+          m = cpu::top_k_indices(s, t, keep, row.data(), kept.data());
         } else {
           m = above_threshold(p, n, static_cast<float>(rule.threshold), kept.data());
           if (m == 0) {  // nothing clears it: the row's largest alone (its largest is kept anyway otherwise)
