@@ -17,8 +17,10 @@ struct SparseAttentionRule {
   // Top k per row: k entries, or a share of the row's valid keys (rounded up, at least 1).
   int64_t k = 0;
   double keep = 0;
-  // Else a threshold: p >= threshold, and always the row's largest entry.
+  // Else a threshold: p >= threshold, and always the row's largest entry; relative: p >=
+  // threshold / n, the threshold in units of the row's uniform probability (n valid keys).
   double threshold = 0;
+  bool relative = false;
   bool renormalize = false;
   bool prune_first_row = false;
 };

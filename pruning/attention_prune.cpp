@@ -18,8 +18,6 @@ using json = nlohmann::json;
 namespace {
 constexpr const char* kRuleNames[] = {"topk", "threshold", "learned_threshold", "static_positions"};
 
-double logit(double p) { return std::log(p / (1 - p)); }
-
 // Valid keys per example from the additive mask (B, 1, 1, T): 0 keeps, the dtype's lowest
 // drops. Undefined: every key.
 std::vector<int64_t> valid_lengths(const Tensor& additive_mask, int64_t b, int64_t t) {
@@ -61,13 +59,23 @@ void check_attention_options(const AttentionPruneOptions& o) {
                    " positions; static_positions needs data.max_seq_len");
       break;
     case AttentionRule::threshold:
-      LOPPER_CHECK(o.threshold >= 0 && o.threshold < 1, "threshold: ", o.threshold, " is not a probability in [0, 1)");
+      if (o.relative)
+        LOPPER_CHECK(o.threshold >= 0 && std::isfinite(o.threshold), "threshold: ", o.threshold,
+                     " is not a multiple >= 0 of the uniform probability (relative)");
+      else
+        LOPPER_CHECK(o.threshold >= 0 && o.threshold < 1, "threshold: ", o.threshold, " is not a probability in [0, 1)");
       break;
     case AttentionRule::learned_threshold:
-      LOPPER_CHECK(o.threshold > 0 && o.threshold < 1, "threshold: ", o.threshold,
-                   " is not an initial probability in (0, 1) (a learned threshold starts there)");
+      if (o.relative)
+        LOPPER_CHECK(o.threshold > 0 && std::isfinite(o.threshold), "threshold: ", o.threshold,
+                     " is not an initial multiple > 0 of the uniform probability (relative)");
+      else
+        LOPPER_CHECK(o.threshold > 0 && o.threshold < 1, "threshold: ", o.threshold,
+                     " is not an initial probability in (0, 1) (a learned threshold starts there)");
       LOPPER_CHECK(o.target_sparsity > 0 && o.target_sparsity < 1, "target_sparsity: ", o.target_sparsity,
                    " is not a share in (0, 1)");
+      LOPPER_CHECK(o.surrogate_width > 0 && std::isfinite(o.surrogate_width), "surrogate_width: ", o.surrogate_width,
+                   " is not a width > 0 (in log probability)");
       break;
   }
   LOPPER_CHECK(o.warmup >= 0 && o.cooldown >= 0 && o.warmup + o.cooldown < 1, "warmup, cooldown: ", o.warmup, ", ",
@@ -80,7 +88,7 @@ AttentionPruning::AttentionPruning(const nn::BertConfig& c, const AttentionPrune
     int64_t h = c.heads_per_layer[l];
     heads_.push_back(h);
     if (o.rule == AttentionRule::learned_threshold)
-      theta_.emplace_back(Tensor::full({h}, logit(o.threshold)), true);
+      theta_.emplace_back(Tensor::full({h}, std::log(o.threshold)), true);
     if (o.rule == AttentionRule::static_positions)
       scores_.emplace_back(Tensor::zeros({h, o.max_len, o.max_len}), true);
   }
@@ -91,7 +99,7 @@ AttentionPruning::AttentionPruning(const nn::BertConfig& c, const AttentionPrune
 nn::NamedParams AttentionPruning::parameters() {
   nn::NamedParams p;
   if (frozen_) return p;
-  for (size_t l = 0; l < theta_.size(); ++l) p.emplace_back(name() + ".threshold_logit." + std::to_string(l), theta_[l]);
+  for (size_t l = 0; l < theta_.size(); ++l) p.emplace_back(name() + ".log_threshold." + std::to_string(l), theta_[l]);
   for (size_t l = 0; l < scores_.size(); ++l) p.emplace_back(name() + ".position_scores." + std::to_string(l), scores_[l]);
   return p;
 }
@@ -177,18 +185,24 @@ Variable AttentionPruning::apply(int64_t layer, const Variable& probs, const Ten
       cls.slice(2, 0, 1).copy_(Tensor::ones({}, dt, dev));
       always = maximum(always, mul(cls, key_valid));
     }
-    Variable tau;  // () or (1, H, 1, 1)
-    if (o_.rule == AttentionRule::threshold) {
-      tau = Variable(Tensor::full({}, threshold_now(), dt, dev));
-    } else {
-      tau = ag::reshape(ag::sigmoid(theta_[layer]), {1, h, 1, 1});
-      if (tau.dtype() != dt) tau = Variable(tau.data().to(dt));
+    // p in the threshold's units: a probability, or a multiple of the row's 1/n (relative)
+    Tensor p = probs.data();  // (B, H, T, T)
+    if (o_.relative) {
+      std::vector<double> n(len.begin(), len.end());
+      p = mul(p, Tensor::from_vector<double>(n, {b, 1, 1, 1}).to(dt).to(dev));
     }
-    Tensor above = mul(ge(probs.data(), tau.data()).to(dt), key_valid);
+    Tensor tau = o_.rule == AttentionRule::threshold
+                     ? Tensor::full({}, threshold_now(), dt, dev)                    // ()
+                     : exp(theta_[layer].data()).reshape({1, h, 1, 1}).to(dt);  // (1, H, 1, 1)
+    Tensor above = mul(ge(p, tau).to(dt), key_valid);
     hard = maximum(above, always);
     if (o_.rule == AttentionRule::learned_threshold && !frozen_) {
-      Variable margin = ag::sub(Variable(probs.data()), tau);  // (B, H, T, T); the model's path is not through here
-      mask = ag::straight_through(margin, hard);
+      // Backward through sigmoid((log p - log tau) / width); the model's path is not through here.
+      Tensor log_p = log(maximum(p, Tensor::full({}, 1e-30, dt, dev)));  // no -inf at padded keys
+      Variable log_tau = ag::reshape(theta_[layer], {1, h, 1, 1});
+      if (log_tau.dtype() != dt) log_tau = Variable(log_tau.data().to(dt));
+      Variable soft = ag::sigmoid(ag::scale(ag::sub(Variable(log_p), log_tau), 1.0 / o_.surrogate_width));
+      mask = ag::straight_through(soft, hard);
     } else {
       mask = Variable(hard);
     }
@@ -272,7 +286,7 @@ void AttentionPruning::calibrate(nn::BertModel& model, const std::function<void(
 
 nn::StateDict AttentionPruning::state_dict() const {
   nn::StateDict sd;
-  for (size_t l = 0; l < theta_.size(); ++l) sd["threshold_logit." + std::to_string(l)] = theta_[l].data();
+  for (size_t l = 0; l < theta_.size(); ++l) sd["log_threshold." + std::to_string(l)] = theta_[l].data();
   for (size_t l = 0; l < scores_.size(); ++l) sd["position_scores." + std::to_string(l)] = scores_[l].data();
   sd["lagrangian.lambda_1"] = Tensor::full({}, lagrangian_.lambda_1());
   sd["lagrangian.lambda_2"] = Tensor::full({}, lagrangian_.lambda_2());
@@ -296,7 +310,7 @@ void AttentionPruning::load_state_dict(const nn::StateDict& sd) {
                  shape_str(v.shape()), " (was the model or max_seq_len changed?)");
     v.mutable_data().copy_(src);
   };
-  for (size_t l = 0; l < theta_.size(); ++l) load(theta_[l], "threshold_logit." + std::to_string(l));
+  for (size_t l = 0; l < theta_.size(); ++l) load(theta_[l], "log_threshold." + std::to_string(l));
   for (size_t l = 0; l < scores_.size(); ++l) load(scores_[l], "position_scores." + std::to_string(l));
   lagrangian_.set(get("lagrangian.lambda_1").item<double>(), get("lagrangian.lambda_2").item<double>());
   step_ = static_cast<int64_t>(get("step").item<double>());
@@ -311,10 +325,11 @@ nlohmann::json AttentionPruning::rule_json() const {
             {"prune_cls_row", o_.prune_cls_row}};
   if (o_.k > 0) j["k"] = o_.k;
   if (o_.keep > 0) j["keep"] = o_.keep;
+  if (o_.rule == AttentionRule::threshold || o_.rule == AttentionRule::learned_threshold) j["relative"] = o_.relative;
   if (o_.rule == AttentionRule::threshold) j["threshold"] = threshold_now();
   if (o_.rule == AttentionRule::learned_threshold) {
     json t = json::array();
-    for (const Variable& v : theta_) t.push_back(sigmoid(v.data()).to_vector<double>());
+    for (const Variable& v : theta_) t.push_back(exp(v.data()).to_vector<double>());
     j["threshold"] = t;  // [layer][head]
     j["target_sparsity"] = o_.target_sparsity;
   }
@@ -382,9 +397,11 @@ std::string AttentionPruning::describe() const {
   o << "attention probabilities, rule " << attention_rule_name(o_.rule);
   if (o_.k > 0) o << ", k " << o_.k << " per row";
   if (o_.keep > 0) o << ", keep " << o_.keep << " of each row";
-  if (o_.rule == AttentionRule::threshold) o << ", p >= " << o_.threshold << (o_.schedule ? " (cubic from 0)" : "");
+  const char* unit = o_.relative ? "/n" : "";
+  if (o_.rule == AttentionRule::threshold)
+    o << ", p >= " << o_.threshold << unit << (o_.schedule ? " (cubic from 0)" : "");
   if (o_.rule == AttentionRule::learned_threshold)
-    o << ", thresholds per head from " << o_.threshold << " toward sparsity " << o_.target_sparsity;
+    o << ", thresholds per head from " << o_.threshold << unit << " toward sparsity " << o_.target_sparsity;
   o << (o_.renormalize ? ", renormalized" : "") << (o_.prune_cls_row ? ", [CLS] row pruned" : ", [CLS] row dense");
   return o.str();
 }

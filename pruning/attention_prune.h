@@ -11,8 +11,9 @@
 // - [CLS]: its query row stays dense unless prune_cls_row (the pooler reads it alone).
 // - A row never loses all its keys: a threshold always keeps the row's largest entry.
 // - Gradient: the masked probabilities' backward is exact (kept entries get theirs, dropped
-//   ones zero); a learned threshold gets dL/dtau through the straight-through estimator,
-//   static position scores dL/dS the same way.
+//   ones zero); a learned threshold gets dL/dtau through a straight-through estimator (the
+//   hard mask forward, a sigmoid in log p around tau backward), static position scores
+//   dL/dS straight through (identity).
 #pragma once
 #include <memory>
 #include <string>
@@ -35,13 +36,20 @@ struct AttentionPruneOptions {
   double keep = 0;
   // threshold: keep p >= threshold, in [0, 1); with schedule, cubic from 0 to it over the
   // stage (warmup, cooldown as movement). learned_threshold: the initial threshold (> 0).
+  // relative: thresholds are in units of the row's uniform probability 1/n (n valid keys):
+  // keep p >= threshold / n, the same cut for a short and a long row's shape (>= 0, any size).
   double threshold = 0;
+  bool relative = false;
   bool schedule = false;
   double warmup = 0.1, cooldown = 0.1;
   // learned_threshold: the share of valid entries dropped it is driven to (a Lagrangian,
   // as head_gates' target), reached on a cubic schedule from the initial thresholds' share.
   double target_sparsity = 0;
-  double lr = 0.01;            // learned thresholds (as logits) and static position scores
+  // learned_threshold's backward: the hard mask's gradient is that of sigmoid((log p - log
+  // tau) / surrogate_width), so tau learns from the entries near it, and the density's
+  // gradient is the share of entries there (how much it really moves).
+  double surrogate_width = 0.5;
+  double lr = 0.01;            // learned thresholds (as log tau) and static position scores
   double lagrangian_lr = 0.05;
   bool renormalize = false;    // divide the kept probabilities by their row's sum
   bool prune_cls_row = false;  // else the [CLS] query row keeps every valid key
@@ -99,7 +107,7 @@ class AttentionPruning final : public PruningMethod {
   std::vector<int64_t> heads_;  // per layer
   int64_t step_ = 0, total_ = 1;
   bool frozen_ = false;
-  std::vector<Variable> theta_;  // learned_threshold: (H) logits of tau per layer
+  std::vector<Variable> theta_;  // learned_threshold: (H) log tau per layer
   std::vector<Variable> scores_; // static_positions: (H, max_len, max_len) per layer
   Lagrangian lagrangian_;
   // Counts of the current deterministic pass (eval) and of the last training forward.

@@ -65,10 +65,12 @@ StageKind attention_prune_stage() {
       a.threshold = s.num("threshold", a.rule == pruning::AttentionRule::learned_threshold ? 0.01 : 0.0, -1e9, 1e9,
                           "a number");
     }
+    if (!ranks) a.relative = s.boolean("relative", false);
     if (a.rule == pruning::AttentionRule::threshold) a.schedule = s.boolean("schedule", false);
     if (a.rule == pruning::AttentionRule::learned_threshold) {
       a.target_sparsity = s.num("target_sparsity", 0, -1e9, 1e9, "a number");
       a.lagrangian_lr = s.num("lagrangian_lr", 0.05, 0, 1e3, ">= 0");
+      a.surrogate_width = s.num("surrogate_width", 0.5, -1e9, 1e9, "a number");
     }
     if (a.rule == pruning::AttentionRule::learned_threshold || a.rule == pruning::AttentionRule::static_positions)
       a.lr = s.num("rule_lr", 0.01, 1e-12, 100, "a learning rate > 0");

@@ -89,7 +89,8 @@ Tensor sparse_probs_times_v(const Tensor& probs, const Tensor& scores, const Ten
         } else if (topk) {
           m = cpu::top_k_indices(s, t, keep, row.data(), kept.data());
         } else {
-          m = above_threshold(p, n, static_cast<float>(rule.threshold), kept.data());
+          m = above_threshold(p, n, static_cast<float>(rule.relative ? rule.threshold / static_cast<double>(n) : rule.threshold),
+                              kept.data());
           if (m == 0) {  // nothing clears it: the row's largest alone (its largest is kept anyway otherwise)
             int64_t best = 0;
             for (int64_t j = 1; j < n; ++j)

@@ -1,7 +1,8 @@
 // Attention-probability pruning: top-k keeps exactly k valid entries per row, padding never
 // gets probability, the masked attention equals dense attention with those entries zeroed
 // (forward, and backward by finite differences), a mask of all ones changes nothing
-// bitwise, the learned threshold's gradient is the straight-through closed form, and the
+// bitwise, the learned threshold's gradient is the surrogate's closed form, a relative
+// threshold cuts at its multiple of each row's 1/n, and the
 // static rule starts from the mean probabilities.
 #include <gtest/gtest.h>
 
@@ -163,37 +164,62 @@ TEST(AttentionPrune, AllOnesMaskChangesNothingBitwise) {
   EXPECT_NEAR(r["per_head"][1][2].get<double>(), 1 - kept / valid, 1e-12);
 }
 
-TEST(AttentionPrune, LearnedThresholdGradientIsTheStraightThroughClosedForm) {
+TEST(AttentionPrune, LearnedThresholdGradientIsTheSurrogateClosedForm) {
+  for (bool relative : {false, true}) {
+    Loaded t;
+    const double tau = relative ? 1.5 : 0.12, width = 0.5;
+    AttentionPruneOptions o{.rule = AttentionRule::learned_threshold, .threshold = tau, .relative = relative,
+                            .target_sparsity = 0.5, .surrogate_width = width};
+    AttentionPruning m(t.cfg, o);
+    nn::ProbHook hook;
+    {
+      Generator g(7);
+      m.attach(*t.model.bert, &g);  // training: the threshold learns
+      hook = (*t.model.bert->encoder->layer)[1].attention->self->prob_hook;
+    }
+    // f32, the model's dtype, in which the thresholds live
+    Tensor mask = additive_mask(DType::f32);
+    Attn a = dense(randn({kB, kH, kT, kD}, 8).to(DType::f32), randn({kB, kH, kT, kD}, 9).to(DType::f32), mask);
+    Tensor g = randn({kB, kH, kT, kT}, 10).to(DType::f32);
+    Variable out = hook(Variable(a.probs), a.scores, mask);
+    ag::sum_all(ag::mul(out, Variable(g))).backward();
+    // out = p * mask, mask's backward that of sigmoid(z), z = (log(p u) - log tau) / width
+    // (u = 1, or the row's valid keys n when relative): dL/dlog tau_h = -sum G p s (1 - s) / width.
+    std::vector<double> p = a.probs.to_vector<double>(), gv = g.to_vector<double>();
+    nn::NamedParams params = m.parameters();
+    ASSERT_EQ(params.size(), 2u);
+    std::vector<double> got = params[1].second.grad().to_vector<double>();
+    for (int64_t h = 0; h < kH; ++h) {
+      double want = 0, norm = 0;
+      for (int64_t b = 0; b < kB; ++b)
+        for (int64_t e = 0; e < kT * kT; ++e) {
+          const double pe = p[(b * kH + h) * kT * kT + e], u = relative ? double(kLen[b]) : 1.0;
+          if (pe == 0) continue;  // padded keys: no probability, no gradient
+          const double s = 1 / (1 + std::exp(-(std::log(pe * u) - std::log(tau)) / width));
+          want -= gv[(b * kH + h) * kT * kT + e] * pe * s * (1 - s) / width;
+          norm += std::abs(gv[(b * kH + h) * kT * kT + e] * pe);
+        }
+      EXPECT_NEAR(got[h], want, 1e-5 * std::max(1.0, norm)) << "head " << h << (relative ? " relative" : "");  // f32 sums
+    }
+    // The penalty pulls the threshold toward the target share: the density's gradient is
+    // negative in tau, so with lambda_1 > 0 a denser-than-target mask raises tau.
+    EXPECT_TRUE(m.penalty(10, 10).defined());
+  }
+}
+
+// A relative threshold r keeps p >= r / n: the same entries as a probability threshold of
+// r / n on each example alone.
+TEST(AttentionPrune, RelativeThresholdIsPerRowLength) {
   Loaded t;
-  AttentionPruneOptions o{.rule = AttentionRule::learned_threshold, .threshold = 0.12, .target_sparsity = 0.5};
-  AttentionPruning m(t.cfg, o);
-  nn::ProbHook hook;
-  {
-    Generator g(7);
-    m.attach(*t.model.bert, &g);  // training: the threshold learns
-    hook = (*t.model.bert->encoder->layer)[1].attention->self->prob_hook;
+  Tensor mask = additive_mask();
+  Attn a = dense(randn({kB, kH, kT, kD}, 14), randn({kB, kH, kT, kD}, 15), mask);
+  AttentionPruning rel(t.cfg, {.rule = AttentionRule::threshold, .threshold = 1.3, .relative = true});
+  Tensor got = hook_of(rel, t)(Variable(a.probs), a.scores, mask).data();
+  for (int64_t b = 0; b < kB; ++b) {
+    AttentionPruning abs_rule(t.cfg, {.rule = AttentionRule::threshold, .threshold = 1.3 / double(kLen[b])});
+    Tensor want = hook_of(abs_rule, t)(Variable(a.probs), a.scores, mask).data();
+    EXPECT_EQ(max_abs_diff(got.slice(0, b, b + 1), want.slice(0, b, b + 1)), 0.0) << "example " << b;
   }
-  // f32, the model's dtype, in which the thresholds live
-  Tensor mask = additive_mask(DType::f32);
-  Attn a = dense(randn({kB, kH, kT, kD}, 8).to(DType::f32), randn({kB, kH, kT, kD}, 9).to(DType::f32), mask);
-  Tensor g = randn({kB, kH, kT, kT}, 10).to(DType::f32);
-  Variable out = hook(Variable(a.probs), a.scores, mask);
-  ag::sum_all(ag::mul(out, Variable(g))).backward();
-  // dL/dtheta_h = -sum over head h of G * p (straight through the mask), times sigmoid'.
-  std::vector<double> p = a.probs.to_vector<double>(), gv = g.to_vector<double>();
-  nn::NamedParams params = m.parameters();
-  ASSERT_EQ(params.size(), 2u);
-  std::vector<double> got = params[1].second.grad().to_vector<double>();
-  const double s = 0.12;  // sigmoid(theta) at the start
-  for (int64_t h = 0; h < kH; ++h) {
-    double want = 0;
-    for (int64_t b = 0; b < kB; ++b)
-      for (int64_t e = 0; e < kT * kT; ++e) want -= gv[(b * kH + h) * kT * kT + e] * p[(b * kH + h) * kT * kT + e];
-    EXPECT_NEAR(got[h], want * s * (1 - s), 1e-5 * std::max(1.0, std::abs(want))) << "head " << h;  // f32 sums
-  }
-  // The penalty pulls the threshold toward the target share: the density's gradient is
-  // negative in tau, so with lambda_1 > 0 a denser-than-target mask raises tau.
-  EXPECT_TRUE(m.penalty(10, 10).defined());
 }
 
 TEST(AttentionPrune, StaticPositionsStartFromMeanProbabilities) {
@@ -253,6 +279,13 @@ TEST(AttentionPrune, BadOptionsNameTheKey) {
   EXPECT_NE(msg({.rule = AttentionRule::learned_threshold, .threshold = 0.1, .target_sparsity = 1.0})
                 .find("target_sparsity"),
             std::string::npos);
+  EXPECT_NE(msg({.rule = AttentionRule::threshold, .threshold = -1.0, .relative = true}).find("threshold: -1"),
+            std::string::npos);
+  EXPECT_EQ(msg({.rule = AttentionRule::threshold, .threshold = 3.0, .relative = true}), "no error");
+  EXPECT_NE(msg({.rule = AttentionRule::learned_threshold, .threshold = 0.1, .target_sparsity = 0.5,
+                 .surrogate_width = 0})
+                .find("surrogate_width: 0"),
+            std::string::npos);
   EXPECT_EQ(msg(topk_options(3, 0)), "no error");
 }
 
@@ -279,6 +312,10 @@ TEST(AttentionPrune, SparseProbsTimesVEqualsTheMaskedAttention) {
       o.renormalize = renorm;
       o.prune_cls_row = cls;
       cases.push_back({o, {.threshold = 0.2, .renormalize = renorm, .prune_first_row = cls}});
+      o = AttentionPruneOptions{.rule = AttentionRule::threshold, .threshold = 1.2, .relative = true};
+      o.renormalize = renorm;
+      o.prune_cls_row = cls;
+      cases.push_back({o, {.threshold = 1.2, .relative = true, .renormalize = renorm, .prune_first_row = cls}});
     }
   for (auto& [o, rule] : cases) {
     AttentionPruning m(t.cfg, o);
