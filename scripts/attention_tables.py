@@ -4,10 +4,11 @@
 Reads SWEEP_DIR/<run>/summary.json's attention_pruning block: the dev metric and the
 realized attention sparsity (dropped share of valid query x key entries at the task's real
 lengths) with the mask before fine-tuning and after it. Runs are named <rule>_<key>-<value>
-(sweeps/attention_sst2.json). Prints one markdown row per run, in the sweep's order, and
+(sweeps/attention_sst2.json, sweeps/attention_rte.json). Prints one markdown row per run, in the sweep's order, and
 the per-layer sparsity of each run after fine-tuning.
 
   python3 scripts/attention_tables.py runs/attention-sst2 [--baseline runs/minilm-sst2-full]
+  python3 scripts/attention_tables.py runs/attention-rte --baseline runs/minilm-rte-full
 """
 import argparse
 import json
