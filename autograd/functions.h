@@ -10,29 +10,15 @@ namespace lopper::ag {
 
 // ---- elementwise ----
 Variable unary(UnaryOp op, const Variable& x, UnaryParams p = {});
-inline Variable neg(const Variable& x) { return unary(UnaryOp::neg, x); }
-inline Variable exp(const Variable& x) { return unary(UnaryOp::exp, x); }
-inline Variable log(const Variable& x) { return unary(UnaryOp::log, x); }
-inline Variable sqrt(const Variable& x) { return unary(UnaryOp::sqrt, x); }
-inline Variable tanh(const Variable& x) { return unary(UnaryOp::tanh, x); }
-inline Variable gelu(const Variable& x) { return unary(UnaryOp::gelu, x); }
-inline Variable gelu_tanh(const Variable& x) { return unary(UnaryOp::gelu_tanh, x); }
-inline Variable relu(const Variable& x) { return unary(UnaryOp::relu, x); }
-inline Variable sigmoid(const Variable& x) { return unary(UnaryOp::sigmoid, x); }
-inline Variable abs(const Variable& x) { return unary(UnaryOp::abs, x); }
-inline Variable square(const Variable& x) { return unary(UnaryOp::square, x); }
-inline Variable clamp(const Variable& x, double lo, double hi) { return unary(UnaryOp::clamp, x, {lo, hi}); }
-inline Variable scale(const Variable& x, double s) { return unary(UnaryOp::scale, x, {s, 0}); }
-inline Variable add_scalar(const Variable& x, double s) { return unary(UnaryOp::add_scalar, x, {s, 0}); }
-inline Variable pow_scalar(const Variable& x, double e) { return unary(UnaryOp::pow_scalar, x, {e, 0}); }
+// neg(x), ..., clamp(x, lo, hi), ...: one per entry of LOPPER_UNARY_OPS (core/kernels/elementwise.h).
+#define LOPPER_X(name, F, arity) LOPPER_UNARY_WRAPPER_##arity(Variable, name)
+LOPPER_UNARY_OPS(LOPPER_X)
+#undef LOPPER_X
 
 Variable binary(BinaryOp op, const Variable& a, const Variable& b);
-inline Variable add(const Variable& a, const Variable& b) { return binary(BinaryOp::add, a, b); }
-inline Variable sub(const Variable& a, const Variable& b) { return binary(BinaryOp::sub, a, b); }
-inline Variable mul(const Variable& a, const Variable& b) { return binary(BinaryOp::mul, a, b); }
-inline Variable div(const Variable& a, const Variable& b) { return binary(BinaryOp::div, a, b); }
-inline Variable maximum(const Variable& a, const Variable& b) { return binary(BinaryOp::maximum, a, b); }
-inline Variable minimum(const Variable& a, const Variable& b) { return binary(BinaryOp::minimum, a, b); }
+#define LOPPER_X(name, F) LOPPER_BINARY_WRAPPER(Variable, name)
+LOPPER_BINARY_OPS(LOPPER_X)
+#undef LOPPER_X
 
 // where(cond, a, b): cond is a bool tensor, not differentiated.
 Variable where(const Tensor& cond, const Variable& a, const Variable& b);

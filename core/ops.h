@@ -22,22 +22,10 @@ using kernels::UnaryParams;
 Tensor unary(UnaryOp op, const Tensor& x, UnaryParams p = {});
 // `saved` is x or y as kernels::unary_save(op) says.
 Tensor unary_backward(UnaryOp op, const Tensor& saved, const Tensor& gy, UnaryParams p = {});
-inline Tensor neg(const Tensor& x) { return unary(UnaryOp::neg, x); }
-inline Tensor exp(const Tensor& x) { return unary(UnaryOp::exp, x); }
-inline Tensor log(const Tensor& x) { return unary(UnaryOp::log, x); }
-inline Tensor sqrt(const Tensor& x) { return unary(UnaryOp::sqrt, x); }
-inline Tensor tanh(const Tensor& x) { return unary(UnaryOp::tanh, x); }
-inline Tensor gelu(const Tensor& x) { return unary(UnaryOp::gelu, x); }
-inline Tensor gelu_tanh(const Tensor& x) { return unary(UnaryOp::gelu_tanh, x); }
-inline Tensor relu(const Tensor& x) { return unary(UnaryOp::relu, x); }
-inline Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::sigmoid, x); }
-inline Tensor abs(const Tensor& x) { return unary(UnaryOp::abs, x); }
-inline Tensor sign(const Tensor& x) { return unary(UnaryOp::sign, x); }
-inline Tensor square(const Tensor& x) { return unary(UnaryOp::square, x); }
-inline Tensor clamp(const Tensor& x, double lo, double hi) { return unary(UnaryOp::clamp, x, {lo, hi}); }
-inline Tensor scale(const Tensor& x, double s) { return unary(UnaryOp::scale, x, {s, 0}); }
-inline Tensor add_scalar(const Tensor& x, double s) { return unary(UnaryOp::add_scalar, x, {s, 0}); }
-inline Tensor pow_scalar(const Tensor& x, double e) { return unary(UnaryOp::pow_scalar, x, {e, 0}); }
+// neg(x), exp(x), ..., clamp(x, lo, hi), scale(x, s): one per entry of LOPPER_UNARY_OPS.
+#define LOPPER_X(name, F, arity) LOPPER_UNARY_WRAPPER_##arity(Tensor, name)
+LOPPER_UNARY_OPS(LOPPER_X)
+#undef LOPPER_X
 
 // Broadcasting binary ops.
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
@@ -48,12 +36,9 @@ std::pair<Tensor, Tensor> binary_backward(BinaryOp op, const Tensor& a, const Te
 // summed back over broadcast dims); autograd uses this so it need not keep the inputs.
 std::pair<Tensor, Tensor> add_sub_backward(BinaryOp op, const Tensor& gy, const Shape& shape_a, const Shape& shape_b,
                                            bool need_a = true, bool need_b = true);
-inline Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
-inline Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
-inline Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
-inline Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b); }
-inline Tensor maximum(const Tensor& a, const Tensor& b) { return binary(BinaryOp::maximum, a, b); }
-inline Tensor minimum(const Tensor& a, const Tensor& b) { return binary(BinaryOp::minimum, a, b); }
+#define LOPPER_X(name, F) LOPPER_BINARY_WRAPPER(Tensor, name)
+LOPPER_BINARY_OPS(LOPPER_X)
+#undef LOPPER_X
 // In place a += b (b broadcast to a's shape); used for gradient accumulation.
 void add_(const Tensor& a, const Tensor& b);
 // Sums g over the dims that broadcasting added or stretched, giving `shape`.

@@ -18,15 +18,40 @@ struct UnaryParams {
 // Which tensor the backward needs: the forward input x or output y.
 enum class Save : uint8_t { input, output };
 
-#define LOPPER_UNARY_OPS(X) \
-  X(neg) X(exp) X(log) X(sqrt) X(tanh) X(gelu) X(gelu_tanh) X(relu) X(sigmoid) \
-  X(abs) X(sign) X(clamp) X(scale) X(add_scalar) X(pow_scalar) X(square)
+// The one list of unary ops: X(name, functor, scalars it takes: 0, 1 (a) or 2 (a, b)).
+// It generates the UnaryOp enum, visit_unary, kUnaryOps, the wrappers on Tensors
+// (core/ops.h) and Variables (autograd/functions.h), and the lists the gradcheck and the
+// CUDA-vs-CPU tests loop over: a new op is its functor below and one line here.
+#define LOPPER_UNARY_OPS(X)                                                                                       \
+  X(neg, Neg, 0) X(exp, Exp, 0) X(log, Log, 0) X(sqrt, Sqrt, 0) X(tanh, Tanh, 0) X(gelu, Gelu, 0)               \
+  X(gelu_tanh, GeluTanh, 0) X(relu, Relu, 0) X(sigmoid, Sigmoid, 0) X(abs, Abs, 0) X(sign, Sign, 0)           \
+  X(clamp, Clamp, 2) X(scale, Scale, 1) X(add_scalar, AddScalar, 1) X(pow_scalar, PowScalar, 1)               \
+  X(square, Square, 0)
 
 enum class UnaryOp : uint8_t {
-#define LOPPER_X(name) name,
+#define LOPPER_X(name, F, arity) name,
   LOPPER_UNARY_OPS(LOPPER_X)
 #undef LOPPER_X
 };
+
+struct UnaryOpInfo {
+  UnaryOp op;
+  const char* name;
+  int scalars;  // how many of UnaryParams' a, b it reads
+};
+inline constexpr UnaryOpInfo kUnaryOps[] = {
+#define LOPPER_X(name, F, arity) {UnaryOp::name, #name, arity},
+    LOPPER_UNARY_OPS(LOPPER_X)
+#undef LOPPER_X
+};
+
+// The wrapper `name(x[, a[, b]])` on a tensor type T (Tensor, Variable), by arity.
+#define LOPPER_UNARY_WRAPPER_0(T, name) \
+  inline T name(const T& x) { return unary(UnaryOp::name, x); }
+#define LOPPER_UNARY_WRAPPER_1(T, name) \
+  inline T name(const T& x, double a) { return unary(UnaryOp::name, x, {a, 0}); }
+#define LOPPER_UNARY_WRAPPER_2(T, name) \
+  inline T name(const T& x, double a, double b) { return unary(UnaryOp::name, x, {a, b}); }
 
 // ---- unary functors: forward(x) and backward(saved, gy) -> gx --------------------------
 
@@ -147,22 +172,11 @@ struct Square {
 template <class F>
 decltype(auto) visit_unary(UnaryOp op, F&& f) {
   switch (op) {
-    case UnaryOp::neg: return f(Neg{});
-    case UnaryOp::exp: return f(Exp{});
-    case UnaryOp::log: return f(Log{});
-    case UnaryOp::sqrt: return f(Sqrt{});
-    case UnaryOp::tanh: return f(Tanh{});
-    case UnaryOp::gelu: return f(Gelu{});
-    case UnaryOp::gelu_tanh: return f(GeluTanh{});
-    case UnaryOp::relu: return f(Relu{});
-    case UnaryOp::sigmoid: return f(Sigmoid{});
-    case UnaryOp::abs: return f(Abs{});
-    case UnaryOp::sign: return f(Sign{});
-    case UnaryOp::clamp: return f(Clamp{});
-    case UnaryOp::scale: return f(Scale{});
-    case UnaryOp::add_scalar: return f(AddScalar{});
-    case UnaryOp::pow_scalar: return f(PowScalar{});
-    case UnaryOp::square: return f(Square{});
+#define LOPPER_X(name, Functor, arity) \
+  case UnaryOp::name:                 \
+    return f(Functor{});
+    LOPPER_UNARY_OPS(LOPPER_X)
+#undef LOPPER_X
   }
   return f(Neg{});  // unreachable
 }
@@ -173,12 +187,27 @@ inline Save unary_save(UnaryOp op) {
 
 // ---- binary functors: forward(a, b), grad_a(a, b, gy), grad_b(a, b, gy) -----------------
 
-#define LOPPER_BINARY_OPS(X) X(add) X(sub) X(mul) X(div) X(maximum) X(minimum)
+// The one list of binary ops, X(name, functor), as LOPPER_UNARY_OPS.
+#define LOPPER_BINARY_OPS(X) \
+  X(add, Add) X(sub, Sub) X(mul, Mul) X(div, Div) X(maximum, Maximum) X(minimum, Minimum)
 enum class BinaryOp : uint8_t {
-#define LOPPER_X(name) name,
+#define LOPPER_X(name, F) name,
   LOPPER_BINARY_OPS(LOPPER_X)
 #undef LOPPER_X
 };
+
+struct BinaryOpInfo {
+  BinaryOp op;
+  const char* name;
+};
+inline constexpr BinaryOpInfo kBinaryOps[] = {
+#define LOPPER_X(name, F) {BinaryOp::name, #name},
+    LOPPER_BINARY_OPS(LOPPER_X)
+#undef LOPPER_X
+};
+
+#define LOPPER_BINARY_WRAPPER(T, name) \
+  inline T name(const T& a, const T& b) { return binary(BinaryOp::name, a, b); }
 
 struct Add {
   template <class T> LOPPER_HOST_DEVICE T forward(T a, T b) const { return a + b; }
@@ -215,14 +244,13 @@ struct Minimum {
 template <class F>
 decltype(auto) visit_binary(BinaryOp op, F&& f) {
   switch (op) {
-    case BinaryOp::add: return f(Add{});
-    case BinaryOp::sub: return f(Sub{});
-    case BinaryOp::mul: return f(Mul{});
-    case BinaryOp::div: return f(Div{});
-    case BinaryOp::maximum: return f(Maximum{});
-    case BinaryOp::minimum: return f(Minimum{});
+#define LOPPER_X(name, Functor) \
+  case BinaryOp::name:         \
+    return f(Functor{});
+    LOPPER_BINARY_OPS(LOPPER_X)
+#undef LOPPER_X
   }
-  return f(Add{});
+  return f(Add{});  // unreachable
 }
 
 // ---- comparisons: bool (u8) result, no gradient ------------------------------------------
