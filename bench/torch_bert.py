@@ -4,10 +4,11 @@ length, thread count, device and mode as bench_bert, best settings (no autograd 
 mode). --config gives random weights of a config's shape. Prints one JSON line."""
 import argparse
 import json
-import time
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification
+
+from timing import seconds_per_call
 
 p = argparse.ArgumentParser()
 g = p.add_mutually_exclusive_group(required=True)
@@ -58,12 +59,7 @@ def step():
     return out.loss.item()
 
 
-for _ in range(2):
-    step()
-t0 = time.perf_counter()
-for _ in range(a.iters):
-    step()
-secs = (time.perf_counter() - t0) / a.iters
+secs = seconds_per_call(step, a.iters)
 print(json.dumps({"impl": "pytorch " + torch.__version__, "device": str(dev), "tf32": a.tf32, "bf16": a.bf16,
                   "attn": a.attn, "hidden": model.config.hidden_size, "layers": model.config.num_hidden_layers,
                   "mode": a.mode, "batch": a.batch, "seq": a.seq,
