@@ -5,10 +5,19 @@
 #include <cmath>
 
 #include "core/backend.h"
+#include "core/profile.h"
 
-// Calls lopper::cpu::fn or lopper::cuda::fn by the device `dev`.
-#define LOPPER_BACKEND(dev, fn, ...) \
-  ((dev).is_cuda() ? ::lopper::cuda::fn(__VA_ARGS__) : ::lopper::cpu::fn(__VA_ARGS__))
+// Calls lopper::cpu::fn or lopper::cuda::fn by the device `dev`, timed under LOPPER_PROFILE
+// as "fn" or "fn.detail".
+#define LOPPER_BACKEND_AS(detail, dev, fn, ...)                  \
+  do {                                                           \
+    ::lopper::ProfileScope lopper_profile_(#fn, (dev), (detail)); \
+    if ((dev).is_cuda())                                         \
+      ::lopper::cuda::fn(__VA_ARGS__);                           \
+    else                                                         \
+      ::lopper::cpu::fn(__VA_ARGS__);                            \
+  } while (0)
+#define LOPPER_BACKEND(dev, fn, ...) LOPPER_BACKEND_AS(nullptr, dev, fn, __VA_ARGS__)
 
 namespace lopper {
 
@@ -60,7 +69,7 @@ Tensor unary(UnaryOp op, const Tensor& x, UnaryParams p) {
   check_defined(x, "unary", "input");
   check_float(x, "unary");
   Tensor y = empty_like(x);
-  LOPPER_BACKEND(x.device(), unary, op, p, x, y);
+  LOPPER_BACKEND_AS(kernels::kUnaryOps[static_cast<int>(op)].name, x.device(), unary, op, p, x, y);
   return y;
 }
 
@@ -69,7 +78,7 @@ Tensor unary_backward(UnaryOp op, const Tensor& saved, const Tensor& gy, UnaryPa
   LOPPER_CHECK(saved.shape() == gy.shape(), "[unary_backward] saved ", shape_str(saved.shape()),
                " vs grad ", shape_str(gy.shape()));
   Tensor gx = empty_like(gy);
-  LOPPER_BACKEND(gy.device(), unary_backward, op, p, saved, gy, gx);
+  LOPPER_BACKEND_AS(kernels::kUnaryOps[static_cast<int>(op)].name, gy.device(), unary_backward, op, p, saved, gy, gx);
   return gx;
 }
 
@@ -78,7 +87,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   check_float(a, "binary");
   Shape s = broadcast_shapes(a.shape(), b.shape(), "binary");
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
-  LOPPER_BACKEND(a.device(), binary, op, a.expand(s), b.expand(s), out);
+  LOPPER_BACKEND_AS(kernels::kBinaryOps[static_cast<int>(op)].name, a.device(), binary, op, a.expand(s), b.expand(s), out);
   return out;
 }
 
@@ -105,7 +114,7 @@ std::pair<Tensor, Tensor> binary_backward(BinaryOp op, const Tensor& a, const Te
   if (op == BinaryOp::add || op == BinaryOp::sub) return add_sub_backward(op, gy, a.shape(), b.shape(), need_a, need_b);
   Tensor ga = need_a ? Tensor::empty(s, gy.dtype(), gy.device()) : Tensor();
   Tensor gb = need_b ? Tensor::empty(s, gy.dtype(), gy.device()) : Tensor();
-  LOPPER_BACKEND(gy.device(), binary_backward, op, a.expand(s), b.expand(s), gy, ga, gb);
+  LOPPER_BACKEND_AS(kernels::kBinaryOps[static_cast<int>(op)].name, gy.device(), binary_backward, op, a.expand(s), b.expand(s), gy, ga, gb);
   return {need_a ? sum_to(ga, a.shape()) : Tensor(), need_b ? sum_to(gb, b.shape()) : Tensor()};
 }
 
@@ -493,7 +502,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
     bool ok = batch_levels(batch, batch_strides(a), batch_strides(b), sc, g);
     LOPPER_CHECK(ok, "[matmul] internal: contiguous operands did not flatten");
   }
-  LOPPER_BACKEND(a.device(), gemm, g, a, b, c);
+  LOPPER_BACKEND_AS(g.batch * g.outer > 1 ? "batched" : "single", a.device(), gemm, g, a, b, c);
   return c;
 }
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/backend.h"
+#include "core/profile.h"
 #include "core/kernels/indexer.h"
 
 namespace lopper {
@@ -252,11 +253,14 @@ void Tensor::copy_(const Tensor& src) {
   LOPPER_CHECK(defined() && src.defined(), "[copy_] undefined tensor");
   Tensor s = src.shape_ == shape_ ? src : src.expand(shape_);
   if (s.device() == device()) {
+    ProfileScope profile("copy", device());
     if (device().is_cuda()) cuda::copy(s, *this); else cpu::copy(s, *this);
     return;
   }
   // Across devices: stage through a contiguous tensor of the destination's dtype.
   Tensor c = s.dtype() == dtype_ && s.is_contiguous() ? s : s.to(dtype_).contiguous();
+  ProfileScope profile("copy_between_devices", device().is_cuda() ? device() : src.device(),
+                       src.device().is_cpu() ? "to_device" : device().is_cpu() ? "to_host" : "peer");
   if (is_contiguous()) {
     cuda::copy_between_devices(c, *this);
   } else {
@@ -268,6 +272,7 @@ void Tensor::copy_(const Tensor& src) {
 
 void Tensor::fill_(double value) {
   if (numel() == 0) return;
+  ProfileScope profile("fill", device());
   if (device().is_cuda()) cuda::fill(*this, value); else cpu::fill(*this, value);
 }
 

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "core/fused_attention.h"
+
 namespace lopper::nn {
 
 Variable scaled_dot_product_attention(const Variable& q, const Variable& k, const Variable& v,
@@ -12,6 +14,12 @@ Variable scaled_dot_product_attention(const Variable& q, const Variable& k, cons
                shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()),
                " must all be (B, H, T, D)");
   double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  // Inference on the CPU: one fused pass, bitwise the same as the ops below.
+  bool plain = !prob_mask.defined() && !prob_hook && !dropout_gen;
+  bool no_grad = !q.requires_grad() && !k.requires_grad() && !v.requires_grad();
+  if (plain && no_grad && q.data().device().is_cpu() && q.dtype() == DType::f32 &&
+      (!additive_mask.defined() || additive_mask.dtype() == DType::f32))
+    return Variable(fused_attention(q.data(), k.data(), v.data(), additive_mask, scale));
   Variable scores = ag::scale(ag::matmul(q, k, false, true), scale);  // (B, H, T, T)
   if (additive_mask.defined()) scores = ag::add(scores, Variable(additive_mask));
   Variable probs = ag::softmax(scores);  // (B, H, T, T)

@@ -60,7 +60,7 @@ for phase in "${phases[@]}"; do
       done
     done
     # Where Lopper's MiniLM step spends its device time, op by op (each op synchronized).
-    LOPPER_CUDA_PROFILE=1 "$BUILD/bench/bench_bert" --config bench/configs/minilm-l6.json --device cuda --mode train \
+    LOPPER_PROFILE=1 "$BUILD/bench/bench_bert" --config bench/configs/minilm-l6.json --device cuda --mode train \
       --iters 5 >/dev/null 2>"$LOG_DIR/profile.txt"
     head -n 16 "$LOG_DIR/profile.txt"
     "$PY" - "$out" <<'PY' | tee -a "$LOG_DIR/summary.txt"

@@ -1,6 +1,5 @@
 // The CPU backend: OpenMP loops over the functors of core/kernels; GEMM through oneDNN.
 // Not a place for new math: an op's arithmetic belongs in core/kernels.
-#include <dnnl.h>
 
 #include <algorithm>
 #include <array>
@@ -9,6 +8,7 @@
 
 #include "core/backend.h"
 #include "core/cpu/parallel.h"
+#include "core/cpu/sgemm.h"
 #include "core/cpu/select.h"
 #include "core/kernels/convert.h"
 #include "core/kernels/indexer.h"
@@ -513,13 +513,6 @@ void gemm_reference(const GemmArgs& g, const T* a, const T* b, T* c, int64_t bi)
     }
 }
 
-void sgemm_one(const GemmArgs& g, const float* a, const float* b, float* c, int64_t bi) {
-  dnnl_status_t st = dnnl_sgemm(g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', g.m, g.n, g.k,
-                                static_cast<float>(g.alpha), a + g.offset_a(bi), g.lda,
-                                b + g.offset_b(bi), g.ldb, static_cast<float>(g.beta),
-                                c + g.offset_c(bi), g.ldc);
-  if (st != dnnl_success) LOPPER_FAIL("[gemm] dnnl_sgemm failed with status ", static_cast<int>(st));
-}
 }  // namespace
 
 void gemm(const GemmArgs& g, const Tensor& a, const Tensor& b, const Tensor& c) {
@@ -535,9 +528,9 @@ void gemm(const GemmArgs& g, const Tensor& a, const Tensor& b, const Tensor& c) 
       int nthreads = omp_get_max_threads();
       // Threads split the batch; each call sees omp_in_parallel() and stays on its thread.
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-      for (int64_t bi = 0; bi < total; ++bi) sgemm_one(g, ap, bp, cp, bi);
+      for (int64_t bi = 0; bi < total; ++bi) sgemm(g, ap, bp, cp, bi);
     } else {
-      for (int64_t bi = 0; bi < total; ++bi) sgemm_one(g, ap, bp, cp, bi);
+      for (int64_t bi = 0; bi < total; ++bi) sgemm(g, ap, bp, cp, bi);
     }
     return;
   }

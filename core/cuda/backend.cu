@@ -2,17 +2,14 @@
 // (core/kernels), GEMM through cuBLAS. Elementwise kernels are grid-stride loops, rows are
 // one warp each, reductions go in two passes over chunks of the reduced dim: the CPU's
 // arithmetic in another order of sums. Where more tuning pays is measured with
-// LOPPER_CUDA_PROFILE and scripts/gpu_check.sh (docs/benchmarks.md, "On a GPU").
+// LOPPER_PROFILE (core/profile.h) and scripts/gpu_check.sh (docs/benchmarks.md, "On a GPU").
 #include <cublas_v2.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -36,65 +33,13 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::min<int64_t>(std::max<int64_t>(b, 1), 65535));
 }
 
-// LOPPER_CUDA_PROFILE=1: every entry point synchronizes before and after and adds its wall
-// time to a table printed to stderr at exit, so a step's device time can be read op by op
-// (no nsys on the lent GPU machines). Off, it costs one branch per call.
-class OpProfile {
- public:
-  static OpProfile& get() {
-    static OpProfile p;
-    return p;
-  }
-  bool on() const { return on_; }
-  void add(const char* op, double seconds) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto& e = table_[op];
-    e.first += seconds;
-    e.second += 1;
-  }
-  ~OpProfile() {
-    if (!on_ || table_.empty()) return;
-    std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(table_.begin(), table_.end());
-    std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
-    double total = 0;
-    for (auto& r : rows) total += r.second.first;
-    std::fprintf(stderr, "LOPPER_CUDA_PROFILE: %.3f s in backend calls\n%-22s %10s %8s %10s\n", total, "op", "seconds",
-                 "calls", "us/call");
-    for (auto& [name, e] : rows)
-      std::fprintf(stderr, "%-22s %10.4f %8lld %10.1f\n", name.c_str(), e.first, static_cast<long long>(e.second),
-                   1e6 * e.first / e.second);
-  }
-
- private:
-  OpProfile() : on_(std::getenv("LOPPER_CUDA_PROFILE") != nullptr) {}
-  bool on_;
-  std::mutex mu_;
-  std::map<std::string, std::pair<double, int64_t>> table_;
-};
-
-struct OpTimer {
-  explicit OpTimer(const char* op) : op_(OpProfile::get().on() ? op : nullptr) {
-    if (!op_) return;
-    cudaDeviceSynchronize();
-    t0_ = std::chrono::steady_clock::now();
-  }
-  ~OpTimer() {
-    if (!op_) return;
-    cudaDeviceSynchronize();
-    OpProfile::get().add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
-  }
-  const char* op_;
-  std::chrono::steady_clock::time_point t0_;
-};
-
-// Makes t's device current for the duration of a call (and times it under the profile).
+// Makes t's device current for the duration of a call.
 struct DeviceGuard {
-  DeviceGuard(const Tensor& t, const char* op) : timer_(op) {
+  explicit DeviceGuard(const Tensor& t) {
     LOPPER_CUDA_CHECK(cudaGetDevice(&prev_));
     if (t.device().index != prev_) LOPPER_CUDA_CHECK(cudaSetDevice(t.device().index));
   }
   ~DeviceGuard() { cudaSetDevice(prev_); }
-  OpTimer timer_;
   int prev_ = 0;
 };
 
@@ -478,7 +423,6 @@ void synchronize() { LOPPER_CUDA_CHECK(cudaDeviceSynchronize()); }
 void set_tf32(bool allow) { g_tf32 = allow; }
 
 void copy_between_devices(const Tensor& src, const Tensor& dst) {
-  OpTimer timer(src.device().is_cpu() ? "copy_to_device" : dst.device().is_cpu() ? "copy_to_host" : "copy_peer");
   size_t bytes = static_cast<size_t>(src.numel()) * src.itemsize();
   LOPPER_CHECK(bytes == static_cast<size_t>(dst.numel()) * dst.itemsize(), "[cuda copy] size mismatch");
   if (bytes == 0) return;
@@ -494,7 +438,7 @@ void copy_between_devices(const Tensor& src, const Tensor& dst) {
 // ---- elementwise ----
 
 void unary(UnaryOp op, UnaryParams p, const Tensor& x, const Tensor& y) {
-  DeviceGuard g(y, "unary");
+  DeviceGuard g(y);
   auto ix = indexer_for<2>({&y, &x});
   int64_t n = y.numel();
   dispatch_float(x.dtype(), "unary", [&](auto tag) {
@@ -507,7 +451,7 @@ void unary(UnaryOp op, UnaryParams p, const Tensor& x, const Tensor& y) {
 }
 
 void unary_backward(UnaryOp op, UnaryParams p, const Tensor& saved, const Tensor& gy, const Tensor& gx) {
-  DeviceGuard g(gx, "unary_backward");
+  DeviceGuard g(gx);
   auto ix = indexer_for<3>({&gx, &saved, &gy});
   int64_t n = gx.numel();
   dispatch_float(gy.dtype(), "unary_backward", [&](auto tag) {
@@ -520,7 +464,7 @@ void unary_backward(UnaryOp op, UnaryParams p, const Tensor& saved, const Tensor
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  DeviceGuard g(out, "binary");
+  DeviceGuard g(out);
   auto ix = indexer_for<3>({&out, &a, &b});
   int64_t n = out.numel();
   dispatch_float(out.dtype(), "binary", [&](auto tag) {
@@ -534,7 +478,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
 
 void binary_backward(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& gy, const Tensor& ga,
                      const Tensor& gb) {
-  DeviceGuard g(gy, "binary_backward");
+  DeviceGuard g(gy);
   int64_t n = gy.numel();
   dispatch_float(gy.dtype(), "binary_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -552,7 +496,7 @@ void binary_backward(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor
 }
 
 void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  DeviceGuard g(out, "compare");
+  DeviceGuard g(out);
   auto ix = indexer_for<3>({&out, &a, &b});
   int64_t n = out.numel();
   dispatch_all(a.dtype(), "compare", [&](auto tag) {
@@ -563,7 +507,7 @@ void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) 
 }
 
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
-  DeviceGuard g(out, "where");
+  DeviceGuard g(out);
   auto ix = indexer_for<4>({&out, &cond, &a, &b});
   int64_t n = out.numel();
   dispatch_all(out.dtype(), "where", [&](auto tag) {
@@ -574,7 +518,7 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
 }
 
 void copy(const Tensor& src, const Tensor& dst) {
-  DeviceGuard g(dst, "copy");
+  DeviceGuard g(dst);
   int64_t n = dst.numel();
   if (n == 0) return;
   if (src.dtype() == dst.dtype() && src.is_contiguous() && dst.is_contiguous()) {
@@ -593,7 +537,7 @@ void copy(const Tensor& src, const Tensor& dst) {
 }
 
 void fill(const Tensor& dst, double value) {
-  DeviceGuard g(dst, "fill");
+  DeviceGuard g(dst);
   auto ix = indexer_for<1>({&dst});
   int64_t n = dst.numel();
   dispatch_all(dst.dtype(), "fill", [&](auto tag) {
@@ -604,7 +548,7 @@ void fill(const Tensor& dst, double value) {
 }
 
 void random(RandomKind kind, double a, double b, uint64_t seed, uint64_t offset, const Tensor& dst) {
-  DeviceGuard g(dst, "random");
+  DeviceGuard g(dst);
   int64_t n = dst.numel();
   dispatch_float(dst.dtype(), "random", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -614,7 +558,7 @@ void random(RandomKind kind, double a, double b, uint64_t seed, uint64_t offset,
 }
 
 void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t offset) {
-  DeviceGuard g(y, "dropout");
+  DeviceGuard g(y);
   int64_t n = x.numel();
   dispatch_float(x.dtype(), "dropout", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -627,7 +571,7 @@ void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t 
 
 void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out,
             const Tensor& indices) {
-  DeviceGuard g(out, "reduce");
+  DeviceGuard g(out);
   if (outer * inner == 0) return;
   if (n == 0) {
     fill(out, 0.0);
@@ -659,7 +603,7 @@ void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inne
 }
 
 void softmax(const Tensor& x, const Tensor& y, bool log_space) {
-  DeviceGuard g(y, "softmax");
+  DeviceGuard g(y);
   int64_t n = x.size(-1), rows = x.numel() / n;
   dispatch_float(x.dtype(), "softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -669,7 +613,7 @@ void softmax(const Tensor& x, const Tensor& y, bool log_space) {
 }
 
 void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, bool log_space) {
-  DeviceGuard g(gx, "softmax_backward");
+  DeviceGuard g(gx);
   int64_t n = y.size(-1), rows = y.numel() / n;
   dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -680,7 +624,7 @@ void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, bool 
 
 void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& y, const Tensor& mean,
                 const Tensor& rstd) {
-  DeviceGuard g(y, "layer_norm");
+  DeviceGuard g(y);
   int64_t n = x.size(-1), rows = x.numel() / n;
   dispatch_float(x.dtype(), "layer_norm", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -692,7 +636,7 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, c
 
 void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& gy, const Tensor& mean, const Tensor& rstd,
                          const Tensor& gx, const Tensor& gw, const Tensor& gb) {
-  DeviceGuard g(gx, "layer_norm_backward");
+  DeviceGuard g(gx);
   int64_t n = x.size(-1), rows = x.numel() / n;
   dispatch_float(x.dtype(), "layer_norm_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -711,7 +655,7 @@ void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& gy, con
 }
 
 void topk(const Tensor& x, int64_t k, bool largest, const Tensor& values, const Tensor& indices) {
-  DeviceGuard g(values, "topk");
+  DeviceGuard g(values);
   int64_t n = x.size(-1), rows = x.numel() / n;
   dispatch_float(x.dtype(), "topk", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -722,7 +666,7 @@ void topk(const Tensor& x, int64_t k, bool largest, const Tensor& values, const 
 }
 
 void topk_mask(const Tensor& x, const Tensor& k, const Tensor& out) {
-  DeviceGuard g(out, "topk_mask");
+  DeviceGuard g(out);
   int64_t n = x.size(-1), rows = x.numel() / n;
   dispatch_float(x.dtype(), "topk_mask", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -734,7 +678,7 @@ void topk_mask(const Tensor& x, const Tensor& k, const Tensor& out) {
 // ---- indexing ----
 
 void index_select(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
-  DeviceGuard g(out, "index_select");
+  DeviceGuard g(out);
   check_indices(idx, n, "index_select");
   int64_t m = idx.numel();
   dispatch_all(x.dtype(), "index_select", [&](auto tag) {
@@ -749,7 +693,7 @@ void index_select(const Tensor& x, int64_t outer, int64_t n, int64_t inner, cons
 }
 
 void index_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
-  DeviceGuard g(out, "index_add");
+  DeviceGuard g(out);
   const std::vector<int64_t> ids = check_indices(idx, n, "index_add");
   const int64_t m = static_cast<int64_t>(ids.size());
   if (m == 0) return;
@@ -779,7 +723,7 @@ void index_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, const
 }
 
 void gather(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
-  DeviceGuard g(out, "gather");
+  DeviceGuard g(out);
   check_indices(idx, n, "gather");
   int64_t m = idx.numel() / std::max<int64_t>(outer * inner, 1);
   dispatch_all(x.dtype(), "gather", [&](auto tag) {
@@ -794,7 +738,7 @@ void gather(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tens
 }
 
 void scatter_add(const Tensor& src, int64_t outer, int64_t n, int64_t inner, const Tensor& idx, const Tensor& out) {
-  DeviceGuard g(out, "scatter_add");
+  DeviceGuard g(out);
   check_indices(idx, n, "scatter_add");
   int64_t m = idx.numel() / std::max<int64_t>(outer * inner, 1);
   dispatch_float(src.dtype(), "scatter_add", [&](auto tag) {
@@ -827,7 +771,7 @@ __global__ void gemm_pointers_kernel(int64_t count, int64_t batch, int64_t item,
 
 void gemm(const GemmArgs& g, const Tensor& a, const Tensor& b, const Tensor& c) {
   if (g.m == 0 || g.n == 0 || g.batch == 0 || g.outer == 0) return;
-  DeviceGuard dg(c, "gemm");
+  DeviceGuard dg(c);
   LOPPER_CHECK(c.dtype() == DType::f32 || c.dtype() == DType::f64, "[gemm] cuda supports f32 and f64, got ",
                dtype_name(c.dtype()));
   cublasHandle_t h = cublas_handle(c.device().index);
@@ -871,7 +815,7 @@ void gemm(const GemmArgs& g, const Tensor& a, const Tensor& b, const Tensor& c) 
 }
 
 void adamw(const AdamWStep& s, const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v) {
-  DeviceGuard dg(p, "adamw");
+  DeviceGuard dg(p);
   int64_t n = p.numel();
   adamw_kernel<<<blocks_for(n), kThreads>>>(n, s, p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>());
   LOPPER_CUDA_LAUNCH_CHECK();

@@ -1,0 +1,118 @@
+// The fused inference attention (core/fused_attention.h) against the unfused ops it
+// replaces (bitwise) and against attention computed in double precision from its definition;
+// and a whole BERT forward without gradients (fused) against one with them (unfused).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/fused_attention.h"
+#include "core/ops.h"
+#include "nn/attention.h"
+#include "nn/bert.h"
+
+using namespace lopper;
+
+namespace {
+
+// softmax(q kᵀ * scale + mask) v in double precision, from the definition.
+std::vector<double> attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+                                        double scale) {
+  int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  Tensor qc = q.contiguous().to(DType::f64), kc = k.contiguous().to(DType::f64), vc = v.contiguous().to(DType::f64);
+  Tensor mc = mask.defined() ? mask.expand({B, H, T, T}).contiguous().to(DType::f64) : Tensor();
+  const double *qp = qc.data<double>(), *kp = kc.data<double>(), *vp = vc.data<double>();
+  std::vector<double> out(B * H * T * D), row(T);
+  for (int64_t bh = 0; bh < B * H; ++bh)
+    for (int64_t i = 0; i < T; ++i) {
+      double mx = -std::numeric_limits<double>::infinity(), sum = 0;
+      for (int64_t j = 0; j < T; ++j) {
+        double s = 0;
+        for (int64_t d = 0; d < D; ++d) s += qp[(bh * T + i) * D + d] * kp[(bh * T + j) * D + d];
+        row[j] = s * scale + (mc.defined() ? mc.data<double>()[(bh * T + i) * T + j] : 0.0);
+        mx = std::max(mx, row[j]);
+      }
+      for (int64_t j = 0; j < T; ++j) sum += row[j] = std::exp(row[j] - mx);
+      for (int64_t d = 0; d < D; ++d) {
+        double acc = 0;
+        for (int64_t j = 0; j < T; ++j) acc += row[j] / sum * vp[(bh * T + j) * D + d];
+        out[(bh * T + i) * D + d] = acc;
+      }
+    }
+  return out;
+}
+
+struct Case {
+  int64_t b, h, t, d;
+  bool padded;
+};
+
+}  // namespace
+
+TEST(FusedAttention, EqualsTheUnfusedOpsBitwiseAndTheDefinition) {
+  for (Case c : {Case{2, 3, 7, 8, true}, Case{1, 12, 25, 32, false}, Case{3, 2, 33, 16, true}, Case{2, 4, 1, 8, false}}) {
+    SCOPED_TRACE(::testing::Message() << c.b << "x" << c.h << "x" << c.t << "x" << c.d << (c.padded ? " padded" : ""));
+    Generator g(7);
+    // q, k, v as split_heads makes them: strided (B, H, T, D) views of (B, T, H * D).
+    Tensor qkv = normal({c.b, c.t, 3, c.h * c.d}, 0, 1, g);
+    auto heads = [&](int i) { return Variable(qkv.select(2, i)); };
+    Variable q = nn::split_heads(heads(0), c.h), k = nn::split_heads(heads(1), c.h), v = nn::split_heads(heads(2), c.h);
+    Tensor mask;
+    if (c.padded) {  // example e keeps its first t - e keys (at least 1)
+      std::vector<int64_t> m(c.b * c.t, 1);
+      for (int64_t e = 0; e < c.b; ++e)
+        for (int64_t j = std::max<int64_t>(1, c.t - e); j < c.t; ++j) m[e * c.t + j] = 0;
+      mask = nn::additive_attention_mask(Tensor::from_vector(m, {c.b, c.t}), DType::f32);
+    }
+    double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+    Tensor fused = fused_attention(q.data(), k.data(), v.data(), mask, scale);
+    ASSERT_EQ(fused.shape(), (Shape{c.b, c.h, c.t, c.d}));
+    // merge_heads reads the fused result without a copy: it is (B, T, H, D) in memory.
+    EXPECT_TRUE(fused.permute({0, 2, 1, 3}).is_contiguous());
+
+    Variable qg = q;  // requiring a gradient sends nn's attention down the unfused ops
+    qg.set_requires_grad(true);
+    Variable unfused = nn::scaled_dot_product_attention(qg, k, v, mask);
+    EXPECT_EQ(max_abs_diff(fused, unfused.data()), 0.0);
+    Variable via_nn = nn::scaled_dot_product_attention(q, k, v, mask);  // no gradient: fused
+    EXPECT_EQ(max_abs_diff(via_nn.data(), unfused.data()), 0.0);
+
+    std::vector<double> want = attention_reference(q.data(), k.data(), v.data(), mask, scale);
+    std::vector<double> got = fused.contiguous().to_vector<double>();
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
+    EXPECT_LT(worst, 1e-5);  // f32 sums of at most 33 products of unit normals
+  }
+}
+
+TEST(FusedAttention, BertForwardWithoutGradientsEqualsTheTrainingPath) {
+  nn::BertConfig cfg;
+  cfg.vocab_size = 50;
+  cfg.hidden_size = 32;
+  cfg.num_hidden_layers = 2;
+  cfg.num_attention_heads = 4;
+  cfg.intermediate_size = 64;
+  cfg.max_position_embeddings = 16;
+  cfg.num_labels = 2;
+  cfg.heads_per_layer = {4, 4};
+  cfg.intermediate_sizes = {64, 64};
+  Generator init(3);
+  nn::BertForSequenceClassification model(cfg, init);
+  model.eval();
+  Tensor ids = Tensor::from_vector(std::vector<int64_t>{5, 9, 14, 3, 0, 0, 7, 8, 21, 33, 2, 11}, {2, 6});
+  Tensor mask = Tensor::from_vector(std::vector<int64_t>{1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1}, {2, 6});
+  Variable with_grad = model.forward(ids, Tensor(), mask);  // parameters require gradients: unfused
+  Variable without;
+  {
+    NoGradGuard ng;
+    without = model.forward(ids, Tensor(), mask);
+  }
+  EXPECT_EQ(max_abs_diff(with_grad.data(), without.data()), 0.0);
+}
+
+TEST(FusedAttention, BadInputIsAClearError) {
+  Tensor q = Tensor::zeros({1, 2, 3, 4});
+  EXPECT_THROW(fused_attention(q, Tensor::zeros({1, 2, 3, 5}), q, Tensor(), 1.0), Error);
+  EXPECT_THROW(fused_attention(q.to(DType::f64), q.to(DType::f64), q.to(DType::f64), Tensor(), 1.0), Error);
+  EXPECT_THROW(fused_attention(q.transpose(2, 3), q.transpose(2, 3), q.transpose(2, 3), Tensor(), 1.0), Error);
+}
