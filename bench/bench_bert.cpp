@@ -40,6 +40,11 @@ int main(int argc, char** argv) {
                  "forward on the CPU: run each Linear whose share of non-zero 32x32 (else 16x16) blocks is at "
                  "most this through the block-sparse matmul (0: all dense)")
       ->check(CLI::Range(0.0, 1.0));
+  int64_t dense_max_rows = nn::BlockSparseOptions{}.dense_max_rows;
+  app.add_option("--dense-max-rows", dense_max_rows,
+                 "forward on the CPU: dense Linears run through the packed libxsmm kernel for batches of at most "
+                 "this many tokens (0: always oneDNN)")
+      ->check(apps::at_least(0));
   bool verbose = false;
   apps::add_verbose(app, verbose);
   if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
@@ -64,8 +69,9 @@ int main(int argc, char** argv) {
     Tensor mask = Tensor::ones({batch, seq}, DType::i64, dev);
     nn::BlockSparseOptions sparse_options;
     sparse_options.max_density = mode == "forward" ? block_sparse : 0.0;
+    sparse_options.dense_max_rows = mode == "forward" ? dense_max_rows : 0;
     nn::BlockSparseScope sparse(model, sparse_options);
-    if (!sparse.layers().empty()) std::fprintf(stderr, "%s\n", sparse.describe().c_str());
+    if (sparse.sparse_count() > 0) std::fprintf(stderr, "%s\n", sparse.describe().c_str());
     Tensor labels = Tensor::zeros({batch}, DType::i64, dev);
     nn::AdamW opt(nn::decay_groups(model.named_parameters(), 2e-5, 0.01));
     auto step = [&] {
@@ -89,10 +95,10 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < iters; ++i) step();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
     std::printf("{\"impl\": \"lopper\", \"device\": \"%s\", \"tf32\": %s, \"hidden\": %lld, \"layers\": %lld, "
-                "\"mode\": \"%s\", \"block_sparse_linears\": %zu, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, "
+                "\"mode\": \"%s\", \"block_sparse_linears\": %lld, \"dense_max_rows\": %lld, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, "
                 "\"seconds_per_step\": %.6f, \"sentences_per_s\": %.1f, \"tokens_per_s\": %.0f}\n",
                 dev.str().c_str(), tf32 ? "true" : "false", static_cast<long long>(cfg.hidden_size),
-                static_cast<long long>(cfg.num_hidden_layers), mode.c_str(), sparse.layers().size(), static_cast<long long>(batch), static_cast<long long>(seq), omp_get_max_threads(), secs,
+                static_cast<long long>(cfg.num_hidden_layers), mode.c_str(), static_cast<long long>(sparse.sparse_count()), static_cast<long long>(sparse_options.dense_max_rows), static_cast<long long>(batch), static_cast<long long>(seq), omp_get_max_threads(), secs,
                 batch / secs, batch * seq / secs);
   } catch (const std::exception& e) {
     return apps::report_error(app, e, verbose);

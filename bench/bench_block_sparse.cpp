@@ -78,9 +78,34 @@ void sparse_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "shape", "density", "block"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+// Dense weights packed (every block kept) against oneDNN at all-MiniLM-L6-v2's Linears for
+// short inputs: where nn::BlockSparseOptions::dense_max_rows should cut over, and with which
+// block shape. Args: M, in, out, block rows, block cols (0: oneDNN's matmul).
+void BM_PackedDense(benchmark::State& st) {
+  int64_t m = st.range(0), in = st.range(1), out = st.range(2), br = st.range(3), bc = st.range(4);
+  Generator g(1);
+  Tensor x = normal({m, in}, 0, 1, g), w = normal({out, in}, 0, 0.05, g);
+  if (br == 0) {
+    for (auto _ : st) benchmark::DoNotOptimize(matmul(x, w, false, true));
+  } else {
+    BlockSparseMatrix p = to_block_sparse(w, br, bc);
+    for (auto _ : st) benchmark::DoNotOptimize(block_sparse_linear(x, p, Tensor()));
+  }
+  label(st, m, in, out, 1.0);
+}
+
+void packed_args(benchmark::internal::Benchmark* b) {
+  for (int64_t m : {25, 64, 128})
+    for (auto [in, out] : std::vector<std::pair<int64_t, int64_t>>{{384, 384}, {384, 1536}, {1536, 384}})
+      for (auto [br, bc] : std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {32, 32}, {64, 32}, {32, 64}, {64, 64}, {16, 64}})
+        b->Args({m, in, out, br, bc});
+  b->ArgNames({"M", "in", "out", "br", "bc"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 }  // namespace
 
 BENCHMARK(BM_DenseMatmul)->Apply(dense_args);
 BENCHMARK(BM_BlockSparseMatmul)->Apply(sparse_args);
+BENCHMARK(BM_PackedDense)->Apply(packed_args);
 
 BENCHMARK_MAIN();

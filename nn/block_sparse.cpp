@@ -11,10 +11,13 @@ namespace lopper::nn {
 BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& options) {
   LOPPER_CHECK(options.max_density >= 0.0 && options.max_density <= 1.0, "[block_sparse] max_density ",
                options.max_density, " is outside [0, 1]");
+  LOPPER_CHECK(options.dense_max_rows >= 0, "[block_sparse] dense_max_rows ", options.dense_max_rows, " is negative");
+  dense_max_rows_ = options.dense_max_rows;
   for (auto& [name, lin] : model.named_modules_of_type<Linear>()) {
     ++linears_;
     const Tensor& w = lin->weight.data();
-    if (options.max_density == 0.0 || !w.device().is_cpu() || w.dtype() != DType::f32) continue;
+    if ((options.max_density == 0.0 && options.dense_max_rows == 0) || !w.device().is_cpu() || w.dtype() != DType::f32)
+      continue;
     // The shape that skips the most: the lowest density (ties to the earlier listed one).
     BlockSparseLayer best{name, 0, 0, 2.0};
     for (auto [br, bc] : options.blocks) {
@@ -23,7 +26,12 @@ BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& opti
       double d = block_density(w, br, bc);
       if (d < best.density) best = {name, br, bc, d};
     }
-    if (best.density > options.max_density) continue;
+    if (best.density > 1.0) continue;  // no listed block divides it
+    if (best.density > options.max_density || options.max_density == 0.0) {
+      if (options.dense_max_rows == 0) continue;
+      best.dense = true;
+      lin->block_sparse_max_rows = options.dense_max_rows;
+    }
     lin->block_sparse = std::make_shared<const BlockSparseMatrix>(to_block_sparse(w, best.block_rows, best.block_cols));
     layers_.push_back(best);
     switched_.push_back(lin);
@@ -31,26 +39,42 @@ BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& opti
 }
 
 BlockSparseScope::~BlockSparseScope() {
-  for (Linear* lin : switched_) lin->block_sparse.reset();
+  for (Linear* lin : switched_) {
+    lin->block_sparse.reset();
+    lin->block_sparse_max_rows = INT64_MAX;
+  }
+}
+
+int64_t BlockSparseScope::sparse_count() const {
+  int64_t n = 0;
+  for (const auto& l : layers_) n += l.dense ? 0 : 1;
+  return n;
 }
 
 std::string BlockSparseScope::describe() const {
   if (layers_.empty()) return "";
   std::map<std::string, int> shapes;
   double sum = 0;
+  int64_t sparse = sparse_count(), dense = static_cast<int64_t>(layers_.size()) - sparse;
   for (const auto& l : layers_) {
+    if (l.dense) continue;
     ++shapes[std::to_string(l.block_rows) + "x" + std::to_string(l.block_cols)];
     sum += l.density;
   }
   std::ostringstream os;
-  os << layers_.size() << " of " << linears_ << " Linears block-sparse (";
-  bool first = true;
-  for (auto& [s, n] : shapes) {
-    os << (first ? "" : ", ") << s << (shapes.size() > 1 ? ": " + std::to_string(n) : "");
-    first = false;
+  if (sparse > 0) {
+    os << sparse << " of " << linears_ << " Linears block-sparse (";
+    bool first = true;
+    for (auto& [s, n] : shapes) {
+      os << (first ? "" : ", ") << s << (shapes.size() > 1 ? ": " + std::to_string(n) : "");
+      first = false;
+    }
+    os.precision(3);
+    os << "), mean block density " << sum / static_cast<double>(sparse);
   }
-  os.precision(3);
-  os << "), mean block density " << sum / static_cast<double>(layers_.size());
+  if (dense > 0)
+    os << (sparse > 0 ? "; " : "") << dense << (sparse > 0 ? " dense ones" : " of " + std::to_string(linears_) + " Linears")
+       << " packed for inputs of at most " << dense_max_rows_ << " rows";
   return os.str();
 }
 

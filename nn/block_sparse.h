@@ -1,7 +1,9 @@
 // Block-sparse inference for a whole model: while a BlockSparseScope lives, every Linear on
 // the CPU whose weight has few enough non-zero blocks runs its forward through the
 // block-sparse matmul (core/block_sparse.h) whenever no gradient is recorded: evaluation
-// and latency of a block-pruned model, at the speed its zeros allow.
+// and latency of a block-pruned model, at the speed its zeros allow. Every other Linear is
+// packed the same way (all blocks kept) for inputs of at most dense_max_rows tokens, where
+// libxsmm's small-GEMM kernel is faster than oneDNN's sgemm (docs/benchmarks.md).
 #pragma once
 #include <string>
 #include <utility>
@@ -17,12 +19,17 @@ struct BlockSparseOptions {
   // Block shapes (rows, cols); of those that divide the weight, the one with the lowest
   // density is used (ties: the earlier listed).
   std::vector<std::pair<int64_t, int64_t>> blocks = {{32, 32}, {16, 16}};
+  // Dense weights (above max_density) go through the packed kernel for inputs of at most
+  // this many rows (tokens in the batch); 0 keeps them on oneDNN always. The default is
+  // where the two cross on the CPUs measured (docs/benchmarks.md).
+  int64_t dense_max_rows = 64;
 };
 
 struct BlockSparseLayer {
   std::string name;  // the Linear's Hugging Face name
   int64_t block_rows, block_cols;
   double density;  // kept blocks over all
+  bool dense = false;  // packed only for short inputs (density above max_density)
 };
 
 class BlockSparseScope {
@@ -33,13 +40,17 @@ class BlockSparseScope {
   BlockSparseScope& operator=(const BlockSparseScope&) = delete;
 
   const std::vector<BlockSparseLayer>& layers() const { return layers_; }
-  // "12 of 38 Linears block-sparse (32x32), mean density 0.14", or "" when none.
+  // Linears switched for every input, as block-sparse (not those packed for short inputs).
+  int64_t sparse_count() const;
+  // "12 of 38 Linears block-sparse (32x32), mean block density 0.14; 26 dense ones packed for
+  // inputs of at most 256 rows", or "" when none.
   std::string describe() const;
 
  private:
   std::vector<class Linear*> switched_;
   std::vector<BlockSparseLayer> layers_;
   int64_t linears_ = 0;
+  int64_t dense_max_rows_ = 0;
 };
 
 }  // namespace lopper::nn

@@ -11,7 +11,8 @@ Linear::Linear(int64_t in, int64_t out, Generator& gen, bool has_bias, double in
 Variable Linear::forward(const Variable& x) const {
   LOPPER_CHECK(x.size(-1) == weight.size(1), "[linear] input ", shape_str(x.shape()), " vs weight ",
                shape_str(weight.shape()));
-  if (block_sparse && !grad_enabled() && !weight_mask.defined() && x.data().device().is_cpu())
+  if (block_sparse && !grad_enabled() && !weight_mask.defined() && x.data().device().is_cpu() &&
+      x.numel() / std::max<int64_t>(x.size(-1), 1) <= block_sparse_max_rows)
     return Variable(block_sparse_linear(x.data(), *block_sparse, bias.defined() ? bias.data() : Tensor()));
   return ag::linear(x, masked_weight(), bias);
 }

@@ -1,6 +1,7 @@
 // Basic layers with Hugging Face parameter names: Linear (weight (out, in), bias),
 // Embedding (weight), LayerNorm (weight, bias), Dropout, and the activations BERT names.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -25,8 +26,10 @@ class Linear : public Module {
   Variable weight_mask;
   // Inference hook: the weight in block-sparse form, set by an nn::BlockSparseScope. forward
   // multiplies by it instead of the dense weight while no gradient is recorded and no
-  // weight mask is set.
+  // weight mask is set, for inputs of at most block_sparse_max_rows rows (a dense weight
+  // packed for short inputs, where libxsmm's kernel beats oneDNN's sgemm).
   std::shared_ptr<const BlockSparseMatrix> block_sparse;
+  int64_t block_sparse_max_rows = INT64_MAX;
 };
 
 class Embedding : public Module {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <optional>
 
 #include "core/ops.h"
 #include "nn/block_sparse.h"
@@ -61,13 +62,20 @@ json Run::measure() {
   json layers = json::array();
   for (auto& l : f) layers.push_back({{"attention", l.attention}, {"ffn", l.ffn}});
   m["flops"] = {{"seq_len", avg}, {"total", pruning::total_flops(f)}, {"per_layer", layers}};
-  m["latency_ms"] = {{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)}, {"batch_32", forward_latency_ms(32, avg)}};
+  {
+    // Dense weights as inference runs them: packed for short inputs (block_sparse.dense_max_rows).
+    nn::BlockSparseOptions dense_only = e_.block_sparse;
+    dense_only.max_density = 0.0;
+    std::optional<nn::BlockSparseScope> packed;
+    if (device_.is_cpu()) packed.emplace(*model_, dense_only);
+    m["latency_ms"] = {{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)}, {"batch_32", forward_latency_ms(32, avg)}};
+  }
   if (device_.is_cpu()) {
     nn::BlockSparseScope sparse(*model_, e_.block_sparse);
-    if (!sparse.layers().empty()) {
+    if (sparse.sparse_count() > 0) {
       json layers = json::object();
       for (const auto& l : sparse.layers())
-        layers[l.name] = {{"block", {l.block_rows, l.block_cols}}, {"density", l.density}};
+        if (!l.dense) layers[l.name] = {{"block", {l.block_rows, l.block_cols}}, {"density", l.density}};
       m["block_sparse"] = {{"summary", sparse.describe()}, {"layers", layers},
                            {"latency_ms", {{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)},
                                            {"batch_32", forward_latency_ms(32, avg)}}}};

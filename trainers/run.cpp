@@ -366,7 +366,7 @@ json Run::evaluate(int64_t batch_size, bool log, std::vector<std::vector<float>>
   for (float l : dev_->labels()) label.push_back(l);
   json m = task_metrics(e_.data.task, pred, label, regression_);
   m["examples"] = n;
-  if (sparse && !sparse->layers().empty()) m["block_sparse_linears"] = sparse->layers().size();
+  if (sparse && sparse->sparse_count() > 0) m["block_sparse_linears"] = sparse->sparse_count();
   state_.last_eval = m;
   if (log) log_metrics({{"stage", state_.stage}, {"step", state_.step}, {"eval", m}});
   return m;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/cpu/sgemm.h"
+#include "core/profile.h"
 #include "core/kernels/rows.h"
 
 namespace lopper {
@@ -24,6 +25,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   check_operand(q, q, "q");
   check_operand(k, q, "k");
   check_operand(v, q, "v");
+  ProfileScope profile("fused_attention", q.device());
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
   Tensor out = Tensor::empty({B, T, H, D});
   Tensor o = out.permute({0, 2, 1, 3});  // (B, H, T, D)

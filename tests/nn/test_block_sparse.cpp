@@ -33,6 +33,7 @@ TEST(BlockSparseScope, SwitchesTheSparseLinearsAndKeepsTheLogits) {
 
   nn::BlockSparseOptions o;
   o.max_density = 0.5;
+  o.dense_max_rows = 0;  // dense weights stay on oneDNN (packing them: the next test)
   o.blocks = {{16, 16}, {8, 8}};
   {
     nn::BlockSparseScope scope(t.model, o);
@@ -57,4 +58,49 @@ TEST(BlockSparseScope, SwitchesTheSparseLinearsAndKeepsTheLogits) {
   for (auto& [n, lin] : linears) EXPECT_TRUE(lin->block_sparse == nullptr) << n;
   o.max_density = 0.0;
   EXPECT_TRUE(nn::BlockSparseScope(t.model, o).layers().empty());
+}
+
+TEST(BlockSparseScope, PacksDenseWeightsForShortInputsOnly) {
+  Loaded t;
+  auto linears = t.model.named_modules_of_type<nn::Linear>();
+  Tensor dense = t.logits();
+  const nn::StateDict& r = t.ref;
+  const int64_t rows = r.at("input_ids").numel();  // tokens in the fixture's batch
+  nn::BlockSparseOptions o;
+  o.blocks = {{16, 16}, {8, 8}};
+  o.dense_max_rows = rows;
+  {
+    nn::BlockSparseScope scope(t.model, o);
+    EXPECT_EQ(scope.sparse_count(), 0);
+    int64_t packed = 0;
+    for (const auto& l : scope.layers()) packed += l.dense && l.density == 1.0;
+    EXPECT_EQ(packed, static_cast<int64_t>(scope.layers().size())) << scope.describe();
+    EXPECT_GT(packed, 0);
+    EXPECT_NE(scope.describe().find("packed for inputs of at most " + std::to_string(rows) + " rows"), std::string::npos)
+        << scope.describe();
+    // The classifier's input is one row per example, the encoder's one per token: all packed.
+    EXPECT_TRUE(allclose(t.logits(), dense, 1e-5, 1e-6));
+  }
+  {
+    // Up to dense_max_rows rows through the packed kernel, above it through oneDNN (bitwise
+    // each one's own result).
+    nn::Linear* lin = linears.front().second;
+    o.dense_max_rows = 4;
+    nn::BlockSparseScope scope(t.model, o);
+    ASSERT_TRUE(lin->block_sparse != nullptr);
+    Generator g(5);
+    NoGradGuard ng;
+    for (int64_t m : {1, 4, 5, 9}) {
+      Tensor x = normal({m, lin->weight.size(1)}, 0, 1, g);
+      Tensor want = m <= 4 ? block_sparse_linear(x, *lin->block_sparse, lin->bias.data())
+                           : add(matmul(x, lin->weight.data(), false, true), lin->bias.data());
+      EXPECT_EQ(max_abs_diff(lin->forward(Variable(x)).data(), want), 0.0) << m << " rows";
+    }
+  }
+  for (auto& [n, lin] : linears) {
+    EXPECT_TRUE(lin->block_sparse == nullptr) << n;
+    EXPECT_EQ(lin->block_sparse_max_rows, INT64_MAX) << n;
+  }
+  o.dense_max_rows = -1;
+  EXPECT_THROW(nn::BlockSparseScope(t.model, o), Error);
 }
