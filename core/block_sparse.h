@@ -6,8 +6,10 @@
 // finished weight for evaluation and benchmarks (nn::BlockSparseScope).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <vector>
 
+#include "core/kernels/elementwise.h"
 #include "core/tensor.h"
 
 namespace lopper {
@@ -35,7 +37,9 @@ double block_density(const Tensor& w, int64_t block_rows, int64_t block_cols);
 BlockSparseMatrix to_block_sparse(const Tensor& w, int64_t block_rows, int64_t block_cols);
 
 // x (..., cols) -> (..., rows): x · wᵀ + bias over the kept blocks; bias (rows) or
-// undefined. f32 on the CPU.
-Tensor block_sparse_linear(const Tensor& x, const BlockSparseMatrix& w, const Tensor& bias);
+// undefined; then act (a unary op without scalars: gelu, relu, ...) if given, on each tile
+// while it is in cache. f32 on the CPU.
+Tensor block_sparse_linear(const Tensor& x, const BlockSparseMatrix& w, const Tensor& bias,
+                           std::optional<kernels::UnaryOp> act = std::nullopt);
 
 }  // namespace lopper

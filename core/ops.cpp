@@ -133,6 +133,17 @@ void add_(const Tensor& a, const Tensor& b) {
   LOPPER_BACKEND(a.device(), binary, BinaryOp::add, a, b.expand(a.shape()), a);
 }
 
+void bias_act_(const Tensor& y, const Tensor& bias, UnaryOp act) {
+  check_same(y, bias, "bias_act_");
+  check_float(y, "bias_act_");
+  LOPPER_CHECK(y.dim() >= 1 && y.is_contiguous(), "[bias_act_] y ", shape_str(y.shape()), " must be contiguous");
+  LOPPER_CHECK(bias.dim() == 1 && bias.size(0) == y.size(-1), "[bias_act_] bias ", shape_str(bias.shape()),
+               " for y ", shape_str(y.shape()));
+  const auto& info = kernels::kUnaryOps[static_cast<int>(act)];
+  LOPPER_CHECK(info.scalars == 0, "[bias_act_] ", info.name, " takes scalars; only activations without them fuse");
+  LOPPER_BACKEND_AS(info.name, y.device(), bias_act, act, y, bias.contiguous());
+}
+
 Tensor compare(CompareOp op, const Tensor& a, const Tensor& b) {
   check_same(a, b, "compare");
   Shape s = broadcast_shapes(a.shape(), b.shape(), "compare");

@@ -41,6 +41,10 @@ LOPPER_BINARY_OPS(LOPPER_X)
 #undef LOPPER_X
 // In place a += b (b broadcast to a's shape); used for gradient accumulation.
 void add_(const Tensor& a, const Tensor& b);
+// In place y = act(y + bias): a Linear's epilogue in one pass (inference). y (..., C)
+// contiguous, bias (C); act one of the unary ops without scalars (gelu, relu, tanh, ...).
+// Bitwise the same as unary(act, add(y, bias)).
+void bias_act_(const Tensor& y, const Tensor& bias, UnaryOp act);
 // Sums g over the dims that broadcasting added or stretched, giving `shape`.
 Tensor sum_to(const Tensor& g, const Shape& shape);
 

@@ -76,7 +76,7 @@ BertIntermediate::BertIntermediate(const BertConfig& c, int64_t width, Generator
 }
 
 Variable BertIntermediate::forward(const Variable& x) const {
-  Variable h = activate(act, dense->forward(x));
+  Variable h = dense->forward(x, unary_op(act));
   if (neuron_mask.defined()) h = ag::mul(h, neuron_mask);
   return h;
 }

@@ -8,13 +8,23 @@ Linear::Linear(int64_t in, int64_t out, Generator& gen, bool has_bias, double in
   if (has_bias) bias = register_parameter("bias", Tensor::zeros({out}));
 }
 
-Variable Linear::forward(const Variable& x) const {
+Variable Linear::forward(const Variable& x, std::optional<UnaryOp> act) const {
   LOPPER_CHECK(x.size(-1) == weight.size(1), "[linear] input ", shape_str(x.shape()), " vs weight ",
                shape_str(weight.shape()));
-  if (block_sparse && !grad_enabled() && !weight_mask.defined() && x.data().device().is_cpu() &&
+  if (grad_enabled()) {
+    Variable y = ag::linear(x, masked_weight(), bias);
+    return act ? ag::unary(*act, y) : y;
+  }
+  // Inference: the packed kernel, or oneDNN's GEMM and one in-place pass for bias and
+  // activation (bitwise the same as the ops above).
+  if (block_sparse && !weight_mask.defined() && x.data().device().is_cpu() &&
       x.numel() / std::max<int64_t>(x.size(-1), 1) <= block_sparse_max_rows)
-    return Variable(block_sparse_linear(x.data(), *block_sparse, bias.defined() ? bias.data() : Tensor()));
-  return ag::linear(x, masked_weight(), bias);
+    return Variable(block_sparse_linear(x.data(), *block_sparse, bias.defined() ? bias.data() : Tensor(), act));
+  Tensor y = matmul(x.data(), masked_weight().data(), false, true);
+  if (bias.defined() && act) bias_act_(y, bias.data(), *act);
+  else if (bias.defined()) add_(y, bias.data());
+  else if (act) y = unary(*act, y);
+  return Variable(y);
 }
 
 Variable Linear::masked_weight() const {
@@ -53,14 +63,16 @@ Activation activation_from_name(const std::string& n) {
   LOPPER_FAIL("[activation] unknown hidden_act '", n, "' (expected gelu, gelu_new, gelu_pytorch_tanh, relu, tanh)");
 }
 
-Variable activate(Activation a, const Variable& x) {
+UnaryOp unary_op(Activation a) {
   switch (a) {
-    case Activation::gelu: return ag::gelu(x);
-    case Activation::gelu_tanh: return ag::gelu_tanh(x);
-    case Activation::relu: return ag::relu(x);
-    case Activation::tanh: return ag::tanh(x);
+    case Activation::gelu: return UnaryOp::gelu;
+    case Activation::gelu_tanh: return UnaryOp::gelu_tanh;
+    case Activation::relu: return UnaryOp::relu;
+    case Activation::tanh: return UnaryOp::tanh;
   }
-  return x;
+  LOPPER_FAIL("[activation] unknown activation ", static_cast<int>(a));
 }
+
+Variable activate(Activation a, const Variable& x) { return ag::unary(unary_op(a), x); }
 
 }  // namespace lopper::nn

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "autograd/functions.h"
@@ -15,7 +16,9 @@ class Linear : public Module {
  public:
   // Weights ~ N(0, init_std), bias zero: BERT's initializer.
   Linear(int64_t in, int64_t out, Generator& gen, bool bias = true, double init_std = 0.02);
-  Variable forward(const Variable& x) const;  // (..., in) -> (..., out)
+  // (..., in) -> (..., out), then act if given (fused with the bias when no gradient is
+  // recorded: one pass over the output).
+  Variable forward(const Variable& x, std::optional<UnaryOp> act = std::nullopt) const;
   // weight * weight_mask, or weight itself when there is no mask.
   Variable masked_weight() const;  // (out, in)
   Variable weight, bias;           // (out, in), (out)
@@ -58,5 +61,6 @@ enum class Activation { gelu, gelu_tanh, relu, tanh };
 // "gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh" (Hugging Face's hidden_act).
 Activation activation_from_name(const std::string& name);
 Variable activate(Activation a, const Variable& x);
+UnaryOp unary_op(Activation a);  // the unary op that computes it
 
 }  // namespace lopper::nn

@@ -77,6 +77,23 @@ void unary(UnaryOp op, UnaryParams p, const Tensor& x, const Tensor& y) {
   });
 }
 
+void bias_act(UnaryOp act, const Tensor& y, const Tensor& bias) {
+  dispatch_float(y.dtype(), "bias_act", [&](auto tag_) { using scalar_t = typename decltype(tag_)::type;
+    visit_unary(act, [&](auto fn) {
+      const int64_t c = y.size(-1), rows = y.numel() / std::max<int64_t>(c, 1);
+      scalar_t* yb = y.data<scalar_t>();
+      const scalar_t* bp = bias.data<scalar_t>();
+      parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(c, 1)), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          scalar_t* yp = yb + r * c;
+#pragma omp simd
+          for (int64_t j = 0; j < c; ++j) yp[j] = fn.forward(yp[j] + bp[j], UnaryParams{});
+        }
+      });
+    });
+  });
+}
+
 void unary_backward(UnaryOp op, UnaryParams p, const Tensor& saved, const Tensor& gy, const Tensor& gx) {
   dispatch_float(gy.dtype(), "unary_backward", [&](auto tag_) { using scalar_t = typename decltype(tag_)::type;
     visit_unary(op, [&](auto fn) {

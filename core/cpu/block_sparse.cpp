@@ -78,6 +78,18 @@ void finish_tile(float* tile, int64_t ld, int64_t nt, int64_t width, bool writte
   }
 }
 
+// act over the tile (nt tokens, width outputs), after its bias: a Linear's activation while
+// the tile is in cache, the arithmetic of unary(act) after the bias add.
+void activate_tile(kernels::UnaryOp act, float* tile, int64_t ld, int64_t nt, int64_t width) {
+  kernels::visit_unary(act, [&](auto fn) {
+    for (int64_t m = 0; m < nt; ++m) {
+      float* row = tile + m * ld;
+#pragma omp simd
+      for (int64_t n = 0; n < width; ++n) row[n] = fn.forward(row[n], kernels::UnaryParams{});
+    }
+  });
+}
+
 // One JIT kernel per (br, bc, tile width, K, N), overwriting its tile (beta 0); libxsmm
 // caches them, so this is a lookup.
 libxsmm_smmfunction_reducebatch_addr kernel(const BlockSparseMatrix& w, int64_t nt) {
@@ -129,7 +141,8 @@ BlockSparseMatrix to_block_sparse(const Tensor& w, int64_t block_rows, int64_t b
   return s;
 }
 
-Tensor block_sparse_linear(const Tensor& x, const BlockSparseMatrix& w, const Tensor& bias) {
+Tensor block_sparse_linear(const Tensor& x, const BlockSparseMatrix& w, const Tensor& bias,
+                           std::optional<kernels::UnaryOp> act) {
   LOPPER_CHECK(x.dtype() == DType::f32 && x.device().is_cpu(), "[block_sparse_linear] input must be f32 on the CPU, got ",
                dtype_name(x.dtype()), " on ", x.device().str());
   LOPPER_CHECK(x.dim() >= 1 && x.size(-1) == w.cols, "[block_sparse_linear] input ", shape_str(x.shape()),
@@ -137,6 +150,8 @@ Tensor block_sparse_linear(const Tensor& x, const BlockSparseMatrix& w, const Te
   LOPPER_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == w.rows && bias.dtype() == DType::f32 &&
                                    bias.device().is_cpu()),
                "[block_sparse_linear] bias ", shape_str(bias.shape()), " for ", w.rows, " outputs");
+  LOPPER_CHECK(!act || kernels::kUnaryOps[static_cast<int>(*act)].scalars == 0, "[block_sparse_linear] activation ",
+               kernels::kUnaryOps[static_cast<int>(act.value_or(kernels::UnaryOp::neg))].name, " takes scalars");
   ProfileScope profile("block_sparse_linear", x.device());
   Shape out_shape = x.shape();
   out_shape.back() = w.rows;
@@ -170,6 +185,7 @@ Tensor block_sparse_linear(const Tensor& x, const BlockSparseMatrix& w, const Te
           finish_tile(yp + m0 * N + r * w.block_rows, N, nt, w.block_rows, false, nullptr);
           tile_reference(w, r, xp, m0, nt, yp);
           finish_tile(yp + m0 * N + r * w.block_rows, N, nt, w.block_rows, true, bp ? bp + r * w.block_rows : nullptr);
+          if (act) activate_tile(*act, yp + m0 * N + r * w.block_rows, N, nt, w.block_rows);
           continue;
         }
         unsigned long long count = 0;
@@ -180,6 +196,7 @@ Tensor block_sparse_linear(const Tensor& x, const BlockSparseMatrix& w, const Te
         float* tile = yp + m0 * N + r * w.block_rows;
         if (count > 0) k(a.data(), b.data(), tile, &count);
         finish_tile(tile, N, nt, w.block_rows, count > 0, bp ? bp + r * w.block_rows : nullptr);
+        if (act) activate_tile(*act, tile, N, nt, w.block_rows);
       }
   }
   return y;

@@ -66,6 +66,11 @@ __global__ void unary_kernel(int64_t n, Indexer<2> ix, T* y, const T* x, F f, Un
 }
 
 template <class T, class F>
+__global__ void bias_act_kernel(int64_t n, int64_t c, T* y, const T* bias, F f) {
+  LOPPER_GRID_LOOP(i, n) { y[i] = f.forward(y[i] + bias[i % c], UnaryParams{}); }
+}
+
+template <class T, class F>
 __global__ void unary_backward_kernel(int64_t n, Indexer<3> ix, T* gx, const T* s, const T* gy, F f, UnaryParams p) {
   LOPPER_GRID_LOOP(i, n) {
     int64_t o[3];
@@ -446,6 +451,17 @@ void unary(UnaryOp op, UnaryParams p, const Tensor& x, const Tensor& y) {
     visit_unary(op, [&](auto fn) {
       unary_kernel<<<blocks_for(n), kThreads>>>(n, ix, y.data<T>(), x.data<T>(), fn, p);
     });
+  });
+  LOPPER_CUDA_LAUNCH_CHECK();
+}
+
+void bias_act(UnaryOp act, const Tensor& y, const Tensor& bias) {
+  DeviceGuard g(y);
+  int64_t n = y.numel(), c = y.size(-1);
+  if (n == 0) return;
+  dispatch_float(y.dtype(), "bias_act", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    visit_unary(act, [&](auto fn) { bias_act_kernel<<<blocks_for(n), kThreads>>>(n, c, y.data<T>(), bias.data<T>(), fn); });
   });
   LOPPER_CUDA_LAUNCH_CHECK();
 }

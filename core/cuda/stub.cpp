@@ -21,6 +21,7 @@ void copy_between_devices(const Tensor&, const Tensor&) { no_cuda("copy"); }
 void unary(kernels::UnaryOp, kernels::UnaryParams, const Tensor&, const Tensor&) { no_cuda("unary"); }
 void unary_backward(kernels::UnaryOp, kernels::UnaryParams, const Tensor&, const Tensor&, const Tensor&) { no_cuda("unary_backward"); }
 void binary(kernels::BinaryOp, const Tensor&, const Tensor&, const Tensor&) { no_cuda("binary"); }
+void bias_act(kernels::UnaryOp, const Tensor&, const Tensor&) { no_cuda("bias_act"); }
 void binary_backward(kernels::BinaryOp, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("binary_backward"); }
 void compare(kernels::CompareOp, const Tensor&, const Tensor&, const Tensor&) { no_cuda("compare"); }
 void where(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("where"); }

@@ -73,7 +73,7 @@ TEST(BlockSparse, KeepsExactlyTheNonZeroBlocksInOrder) {
 // tiles with a tail), at the block shapes the movement stage uses, with and without bias.
 TEST(BlockSparse, EqualsTheDenseMatmulOfTheMaskedWeight) {
   Generator g(3);
-  for (int64_t batch : {1, 32})
+  for (int64_t batch : {1, 2, 32})  // 25, 50 (two tiles of 25) and 800 tokens
     for (auto [br, bc] : {std::pair<int64_t, int64_t>{32, 32}, {16, 16}, {1, 1}, {32, 384}})
       for (double keep : {0.1, 0.5, 1.0}) {
         SCOPED_TRACE(testing::Message() << "batch " << batch << " block " << br << "x" << bc << " keep " << keep);
@@ -83,6 +83,8 @@ TEST(BlockSparse, EqualsTheDenseMatmulOfTheMaskedWeight) {
         BlockSparseMatrix s = to_block_sparse(w, br, bc);
         expect_close(block_sparse_linear(x, s, b), dense_linear(x, w, b), 1e-5);
         expect_close(block_sparse_linear(x, s, Tensor()), dense_linear(x, w, Tensor()), 1e-5);
+        // The fused activation is the op after the kernel, bit for bit.
+        EXPECT_EQ(max_abs_diff(block_sparse_linear(x, s, b, UnaryOp::gelu), gelu(block_sparse_linear(x, s, b))), 0.0);
       }
 }
 

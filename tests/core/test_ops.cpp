@@ -95,6 +95,28 @@ TEST(Ops, LargeElementwiseUsesAllThreadsAndMatchesSerial) {
   EXPECT_EQ(max_abs_diff(s1, s2), 0.0);
 }
 
+// The fused Linear epilogue is the two ops it replaces, bit for bit, for every activation
+// (every listed unary op without scalars), and refuses what it cannot fuse.
+TEST(Ops, BiasActIsAddThenTheActivationBitwise) {
+  Tensor y0 = randn({37, 19}, 11), bias = randn({19}, 12);
+  int fused = 0;
+  for (const kernels::UnaryOpInfo& u : kernels::kUnaryOps) {
+    SCOPED_TRACE(u.name);
+    if (u.scalars > 0) {
+      EXPECT_THROW(bias_act_(y0.clone(), bias, u.op), Error);
+      continue;
+    }
+    Tensor want = unary(u.op, add(y0, bias));
+    Tensor y = y0.clone();
+    bias_act_(y, bias, u.op);
+    EXPECT_EQ(max_abs_diff(y, want), 0.0);
+    ++fused;
+  }
+  EXPECT_GE(fused, 4);  // gelu, gelu_tanh, relu, tanh at least
+  EXPECT_THROW(bias_act_(y0.transpose(0, 1), randn({37}, 1), UnaryOp::gelu), Error);  // not contiguous
+  EXPECT_THROW(bias_act_(y0.clone(), randn({18}, 1), UnaryOp::gelu), Error);           // bias of the wrong width
+}
+
 TEST(Ops, CompareWhereMaskedFill) {
   Tensor a = Tensor::from_vector<float>({1, 2, 3, 4}, {2, 2});
   Tensor b = Tensor::from_vector<float>({2}, {1});

@@ -60,6 +60,18 @@ TEST_F(CudaOps, UnaryForwardAndBackward) {
   }
 }
 
+TEST_F(CudaOps, BiasActForEveryActivation) {
+  Tensor y = randn({33, 21}, 8), bias = randn({21}, 9);
+  for (const kernels::UnaryOpInfo& u : kernels::kUnaryOps) {
+    if (u.scalars > 0) continue;
+    SCOPED_TRACE(u.name);
+    Tensor a = y.clone(), b = y.to(gpu);
+    bias_act_(a, bias, u.op);
+    bias_act_(b, bias.to(gpu), u.op);
+    expect_close(a, b);
+  }
+}
+
 TEST_F(CudaOps, BinaryCompareWhere) {
   Tensor a = randn({8, 1, 5}, 4), b = add_scalar(abs(randn({3, 1}, 5)), test::kBinaryBLo);
   for (const kernels::BinaryOpInfo& info : kernels::kBinaryOps) {
