@@ -1,10 +1,9 @@
 // Attention for inference on the CPU as one pass per (example, head): scores Q Kᵀ into a
 // buffer the thread keeps in cache, then scale, additive mask and softmax row by row, then
 // P V written straight into the (B, T, H, D) layout that merge_heads reads without a copy.
-// Nothing of size (B, H, T, T) is allocated or written to memory. The two products per
-// (example, head) are libxsmm JIT kernels (oneDNN's sgemm where libxsmm generates no code);
-// scale, mask and softmax are the unfused path's row math (nn/attention), so the result
-// equals the unfused ops' to rounding (tests/nn/test_fused_attention.cpp).
+// Nothing of size (B, H, T, T) is allocated or written to memory. The arithmetic is the
+// unfused path's (nn/attention): the same sgemm calls, x * scale then + mask, the same
+// softmax row; the result is bitwise the same (tests/nn/test_fused_attention.cpp).
 // No gradient, no dropout, no probability mask or hook: nn/attention falls back to the
 // unfused ops for those. f32 on the CPU.
 #pragma once

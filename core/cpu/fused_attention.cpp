@@ -1,9 +1,7 @@
 #include "core/fused_attention.h"
 
-#include <libxsmm.h>
 #include <omp.h>
 
-#include <mutex>
 #include <vector>
 
 #include "core/cpu/sgemm.h"
@@ -20,26 +18,6 @@ void check_operand(const Tensor& t, const Tensor& q, const char* what) {
                dtype_name(t.dtype()), " on ", t.device().str());
   LOPPER_CHECK(t.stride(3) == 1 || t.size(3) == 1, "[fused_attention] ", what, " needs unit stride along D");
 }
-// The two per-(example, head) products as libxsmm JIT kernels, which cost a fraction of a
-// `dnnl_sgemm` call at these sizes (25 x 25 x 32: 1.6 us against 7.3 us for the pair, one
-// thread). libxsmm is column-major; read that way, with row-major buffers:
-//   Sᵀ (T x T, ld T) = Kᵀ-buffer (T x D, ld T: K transposed into it) · Qᵀ (D x T, ld ldq)
-//   Oᵀ (D x T, ld ldo) = Vᵀ (D x T, ld ldv) · Pᵀ (T x T, ld T)
-// Null where libxsmm generates no code for this CPU (LIBXSMM_TARGET=generic): sgemm then.
-struct PairKernels {
-  libxsmm_smmfunction qk = nullptr, pv = nullptr;
-  PairKernels(int64_t T, int64_t D, int64_t ldq, int64_t ldv, int64_t ldo) {
-    static std::once_flag init;
-    std::call_once(init, [] { libxsmm_init(); });
-    const float alpha = 1.0f, beta = 0.0f;
-    const int flags = LIBXSMM_GEMM_FLAG_NONE;
-    libxsmm_blasint m = T, n = T, k = D, lda = T, ldb = ldq, ldc = T;
-    qk = libxsmm_smmdispatch(m, n, k, &lda, &ldb, &ldc, &alpha, &beta, &flags, nullptr);
-    libxsmm_blasint m2 = D, n2 = T, k2 = T, lda2 = ldv, ldb2 = T, ldc2 = ldo;
-    pv = libxsmm_smmdispatch(m2, n2, k2, &lda2, &ldb2, &ldc2, &alpha, &beta, &flags, nullptr);
-  }
-  bool ok() const { return qk && pv; }
-};
 }  // namespace
 
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& additive_mask, double scale) {
@@ -66,24 +44,13 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   // Scores of one (b, h): T x T = Q Kᵀ; output rows: P V into o's (T, D) with o's row stride.
   kernels::GemmArgs scores{false, true, T, T, D, q.stride(2), k.stride(2), T};
   kernels::GemmArgs times_v{false, false, T, D, T, T, v.stride(2), o.stride(2)};
-  const PairKernels jit(T, D, q.stride(2), v.stride(2), o.stride(2));
 #pragma omp parallel if (B * H > 1)
   {
-    std::vector<float> p(static_cast<size_t>(T * T)), kt(jit.ok() ? static_cast<size_t>(T * D) : 0);
+    std::vector<float> p(static_cast<size_t>(T * T));
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h) {
-        const float* qbh = qp + b * q.stride(0) + h * q.stride(1);
-        const float* kbh = kp + b * k.stride(0) + h * k.stride(1);
-        const float* vbh = vp + b * v.stride(0) + h * v.stride(1);
-        float* obh = op + b * o.stride(0) + h * o.stride(1);
-        if (jit.ok()) {
-          for (int64_t j = 0; j < T; ++j)
-            for (int64_t d = 0; d < D; ++d) kt[d * T + j] = kbh[j * k.stride(2) + d];
-          jit.qk(kt.data(), qbh, p.data());
-        } else {
-          cpu::sgemm(scores, qbh, kbh, p.data());
-        }
+        cpu::sgemm(scores, qp + b * q.stride(0) + h * q.stride(1), kp + b * k.stride(0) + h * k.stride(1), p.data());
         for (int64_t i = 0; i < T; ++i) {
           float* row = p.data() + i * T;
           if (mp) {
@@ -96,8 +63,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
           }
           kernels::softmax_row(row, row, T, false);
         }
-        if (jit.ok()) jit.pv(vbh, p.data(), obh);
-        else cpu::sgemm(times_v, p.data(), vbh, obh);
+        cpu::sgemm(times_v, p.data(), vp + b * v.stride(0) + h * v.stride(1), op + b * o.stride(0) + h * o.stride(1));
       }
   }
   return o;
