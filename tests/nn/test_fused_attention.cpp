@@ -10,6 +10,7 @@
 #include "core/ops.h"
 #include "nn/attention.h"
 #include "nn/bert.h"
+#include "tests/pruning/tiny_model.h"
 
 using namespace lopper;
 
@@ -87,28 +88,12 @@ TEST(FusedAttention, EqualsTheUnfusedOpsBitwiseAndTheDefinition) {
 }
 
 TEST(FusedAttention, BertForwardWithoutGradientsEqualsTheTrainingPath) {
-  nn::BertConfig cfg;
-  cfg.vocab_size = 50;
-  cfg.hidden_size = 32;
-  cfg.num_hidden_layers = 2;
-  cfg.num_attention_heads = 4;
-  cfg.intermediate_size = 64;
-  cfg.max_position_embeddings = 16;
-  cfg.num_labels = 2;
-  cfg.heads_per_layer = {4, 4};
-  cfg.intermediate_sizes = {64, 64};
-  Generator init(3);
-  nn::BertForSequenceClassification model(cfg, init);
-  model.eval();
-  Tensor ids = Tensor::from_vector(std::vector<int64_t>{5, 9, 14, 3, 0, 0, 7, 8, 21, 33, 2, 11}, {2, 6});
-  Tensor mask = Tensor::from_vector(std::vector<int64_t>{1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1}, {2, 6});
-  Variable with_grad = model.forward(ids, Tensor(), mask);  // parameters require gradients: unfused
-  Variable without;
-  {
-    NoGradGuard ng;
-    without = model.forward(ids, Tensor(), mask);
-  }
-  EXPECT_EQ(max_abs_diff(with_grad.data(), without.data()), 0.0);
+  Loaded t;  // the tiny fixture BERT and its batch, whose second example is padded
+  const nn::StateDict& r = t.ref;
+  // Its parameters require gradients, so this forward runs the unfused ops; logits() runs
+  // under NoGradGuard: the fused attention and Linear epilogues.
+  Variable with_grad = t.model.forward(r.at("input_ids"), r.at("token_type_ids"), r.at("attention_mask"));
+  EXPECT_EQ(max_abs_diff(with_grad.data(), t.logits()), 0.0);
 }
 
 TEST(FusedAttention, BadInputIsAClearError) {
