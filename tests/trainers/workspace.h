@@ -65,7 +65,9 @@ inline std::pair<json, json> expect_same_results(const fs::path& a, const fs::pa
 class Workspace : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir = fs::temp_directory_path() / ("lopper_fp_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    // Suite and test name: ctest runs tests of one name in different suites at once.
+    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir = fs::temp_directory_path() / ("lopper_fp_" + std::string(info->test_suite_name()) + "." + info->name());
     fs::remove_all(dir);
     fs::create_directories(dir / "model");
     fs::path fixtures = fs::path(LOPPER_SOURCE_DIR) / "tests" / "fixtures" / "tiny_bert";
