@@ -14,7 +14,8 @@ Variable scaled_dot_product_attention(const Variable& q, const Variable& k, cons
                shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()),
                " must all be (B, H, T, D)");
   double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  // Inference on the CPU: one fused pass, bitwise the same as the ops below.
+  // Inference on the CPU: one fused pass, the ops below to rounding (bitwise beyond 64
+  // tokens: core/fused_attention.h).
   bool plain = !prob_mask.defined() && !prob_hook && !dropout_gen;
   bool no_grad = !q.requires_grad() && !k.requires_grad() && !v.requires_grad();
   if (plain && no_grad && q.data().device().is_cpu() && q.dtype() == DType::f32 &&

@@ -20,7 +20,8 @@ using ProbHook = std::function<Variable(const Variable& probs, const Tensor& sco
 // probabilities (differentiable), or undefined; prob_hook, if set, after it; dropout of the
 // probabilities with rate dropout_p when dropout_gen is non-null. Returns (B, H, T, D).
 // With none of those and no gradient to record, on the CPU, it runs as one fused pass
-// (core/fused_attention.h; bitwise the same result, no (B, H, T, T) tensor).
+// (core/fused_attention.h; no (B, H, T, T) tensor; the same result to rounding, bitwise
+// beyond 64 tokens).
 Variable scaled_dot_product_attention(const Variable& q, const Variable& k, const Variable& v,
                                       const Tensor& additive_mask, const Variable& prob_mask = {},
                                       double dropout_p = 0.0, Generator* dropout_gen = nullptr,

@@ -2,7 +2,13 @@
 
 #include <omp.h>
 
+#include <limits>
 #include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define LOPPER_SMALL_GEMM 1
+#endif
 
 #include "core/cpu/sgemm.h"
 #include "core/profile.h"
@@ -11,6 +17,88 @@
 namespace lopper {
 
 namespace {
+
+#ifdef LOPPER_SMALL_GEMM
+// C (m, n) = A (m, k) B (k, n), row-major with leading dimensions, n a multiple of 8: the
+// per-head products at short sequences, where a dnnl_sgemm call's fixed cost is most of a
+// 25 x 25 x 32 product (docs/benchmarks.md). A tile of R rows by 8 V columns stays in
+// registers; each element is one FMA chain in k order, so the result does not depend on
+// the thread count. (GCC keeps the accumulators in registers only when told to unroll.)
+template <int R, int V>
+void gemm_tile(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t k) {
+  __m256 acc[R][V];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < k; ++p) {
+    __m256 bv[V];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) bv[v] = _mm256_loadu_ps(b + p * ldb + 8 * v);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      __m256 av = _mm256_broadcast_ss(a + r * lda + p);
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+}
+
+template <int V>
+void gemm_rows(int64_t m, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t k) {
+  int64_t i = 0;
+  for (; i + 6 <= m; i += 6) gemm_tile<6, V>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, k);
+  a += i * lda;
+  c += i * ldc;
+  switch (m - i) {
+    case 5: gemm_tile<5, V>(a, lda, b, ldb, c, ldc, k); break;
+    case 4: gemm_tile<4, V>(a, lda, b, ldb, c, ldc, k); break;
+    case 3: gemm_tile<3, V>(a, lda, b, ldb, c, ldc, k); break;
+    case 2: gemm_tile<2, V>(a, lda, b, ldb, c, ldc, k); break;
+    case 1: gemm_tile<1, V>(a, lda, b, ldb, c, ldc, k); break;
+    default: break;
+  }
+}
+
+void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) gemm_rows<2>(m, a, lda, b + j, ldb, c + j, ldc, k);
+  if (j < n) gemm_rows<1>(m, a, lda, b + j, ldb, c + j, ldc, k);
+}
+
+
+// kt (D, tp) = k (T, D)ᵀ with row stride ks, by 8 x 8 blocks in registers; columns T..tp of
+// kt become zeros. D and tp multiples of 8.
+void transpose_k(const float* k, int64_t ks, int64_t T, int64_t D, float* kt, int64_t tp) {
+  for (int64_t j0 = 0; j0 < tp; j0 += 8)
+    for (int64_t d0 = 0; d0 < D; d0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i)
+        r[i] = j0 + i < T ? _mm256_loadu_ps(k + (j0 + i) * ks + d0) : _mm256_setzero_ps();
+      __m256 t[8], u[8];
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+      }
+      for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(kt + (d0 + i) * tp + j0, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+        _mm256_storeu_ps(kt + (d0 + i + 4) * tp + j0, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+      }
+    }
+}
+#endif
+
 void check_operand(const Tensor& t, const Tensor& q, const char* what) {
   LOPPER_CHECK(t.defined() && t.dim() == 4 && t.shape() == q.shape(), "[fused_attention] ", what, " ",
                shape_str(t.shape()), " must be (B, H, T, D) like q ", shape_str(q.shape()));
@@ -19,6 +107,17 @@ void check_operand(const Tensor& t, const Tensor& q, const char* what) {
   LOPPER_CHECK(t.stride(3) == 1 || t.size(3) == 1, "[fused_attention] ", what, " needs unit stride along D");
 }
 }  // namespace
+
+bool fused_attention_own_kernels(int64_t t, int64_t d) {
+#ifdef LOPPER_SMALL_GEMM
+  // Up to 64 tokens the hand-written products beat dnnl_sgemm (a 64 x 64 x 32 pair about
+  // equal, 128 x 128 slower: docs/benchmarks.md).
+  return t <= 64 && d % 8 == 0;
+#else
+  (void)t, (void)d;
+  return false;
+#endif
+}
 
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& additive_mask, double scale) {
   LOPPER_CHECK(q.defined() && q.dim() == 4, "[fused_attention] q must be (B, H, T, D), got ", shape_str(q.shape()));
@@ -41,29 +140,52 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>();
   const float* mp = mask.defined() ? mask.data<float>() : nullptr;
   float* op = o.data<float>();
+  // Short sequences: the hand-written products, K transposed per pair into (D, Tp) with
+  // Tp = T rounded up to 8 (zero columns past T), the scores' row stride; else dnnl_sgemm.
+  const bool small = fused_attention_own_kernels(T, D);
+  const int64_t tp = small ? (T + 7) / 8 * 8 : T;
   // Scores of one (b, h): T x T = Q Kᵀ; output rows: P V into o's (T, D) with o's row stride.
-  kernels::GemmArgs scores{false, true, T, T, D, q.stride(2), k.stride(2), T};
-  kernels::GemmArgs times_v{false, false, T, D, T, T, v.stride(2), o.stride(2)};
+  const int64_t mstride[3] = {mp ? mask.stride(0) : 0, mp ? mask.stride(1) : 0, mp ? mask.stride(2) : 0};
+  const int64_t qs = q.stride(2), ks = k.stride(2), vs = v.stride(2), os = o.stride(2);  // row strides
+  kernels::GemmArgs scores{false, true, T, T, D, qs, ks, T};
+  kernels::GemmArgs times_v{false, false, T, D, T, T, vs, os};
 #pragma omp parallel if (B * H > 1)
   {
-    std::vector<float> p(static_cast<size_t>(T * T));
+    std::vector<float> p(static_cast<size_t>(T * tp));
+    std::vector<float> kt(small ? static_cast<size_t>(D * tp) : 0, 0.0f);  // (D, Tp)
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h) {
-        cpu::sgemm(scores, qp + b * q.stride(0) + h * q.stride(1), kp + b * k.stride(0) + h * k.stride(1), p.data());
+        const float* qbh = qp + b * q.stride(0) + h * q.stride(1);
+        const float* kbh = kp + b * k.stride(0) + h * k.stride(1);
+        const float* vbh = vp + b * v.stride(0) + h * v.stride(1);
+        float* obh = op + b * o.stride(0) + h * o.stride(1);
+#ifdef LOPPER_SMALL_GEMM
+        if (small) {
+          float* ktp = kt.data();
+          transpose_k(kbh, ks, T, D, ktp, tp);
+          small_gemm(T, tp, D, qbh, qs, ktp, tp, p.data(), tp);
+        }
+#endif
+        if (!small) cpu::sgemm(scores, qbh, kbh, p.data());
         for (int64_t i = 0; i < T; ++i) {
-          float* row = p.data() + i * T;
+          float* row = p.data() + i * tp;
           if (mp) {
-            const float* m = mp + b * mask.stride(0) + h * mask.stride(1) + i * mask.stride(2);
+            const float* m = mp + b * mstride[0] + h * mstride[1] + i * mstride[2];
 #pragma omp simd
             for (int64_t j = 0; j < T; ++j) row[j] = row[j] * s + m[j];
           } else {
 #pragma omp simd
             for (int64_t j = 0; j < T; ++j) row[j] = row[j] * s;
           }
-          kernels::softmax_row(row, row, T, false);
+          // Padding columns as -inf (exp gives exactly 0): whole vectors, no scalar tail.
+          for (int64_t j = T; j < tp; ++j) row[j] = -std::numeric_limits<float>::infinity();
+          kernels::softmax_row(row, row, tp, false);
         }
-        cpu::sgemm(times_v, p.data(), vp + b * v.stride(0) + h * v.stride(1), op + b * o.stride(0) + h * o.stride(1));
+#ifdef LOPPER_SMALL_GEMM
+        if (small) small_gemm(T, D, T, p.data(), tp, vbh, vs, obh, os);
+#endif
+        if (!small) cpu::sgemm(times_v, p.data(), vbh, obh);
       }
   }
   return o;

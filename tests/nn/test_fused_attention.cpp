@@ -1,6 +1,7 @@
 // The fused inference attention (core/fused_attention.h) against the unfused ops it
-// replaces (bitwise) and against attention computed in double precision from its definition;
-// and a whole BERT forward without gradients (fused) against one with them (unfused).
+// replaces (bitwise where it calls the same sgemm, to rounding where it runs its own
+// products) and against attention computed in double precision from its definition; and a
+// whole BERT forward without gradients (fused) against one with them (unfused).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -50,8 +51,12 @@ struct Case {
 
 }  // namespace
 
-TEST(FusedAttention, EqualsTheUnfusedOpsBitwiseAndTheDefinition) {
-  for (Case c : {Case{2, 3, 7, 8, true}, Case{1, 12, 25, 32, false}, Case{3, 2, 33, 16, true}, Case{2, 4, 1, 8, false}}) {
+TEST(FusedAttention, EqualsTheUnfusedOpsAndTheDefinition) {
+  // Short sequences (own products where the build has AVX2: T not a multiple of 8, one
+  // token, D of 8, 16, 32 and 64), then a head size and a length that take dnnl_sgemm.
+  int own = 0;
+  for (Case c : {Case{2, 3, 7, 8, true}, Case{1, 12, 25, 32, false}, Case{3, 2, 33, 16, true}, Case{2, 4, 1, 8, false},
+                 Case{2, 2, 64, 64, true}, Case{2, 3, 9, 6, true}, Case{1, 2, 70, 16, true}}) {
     SCOPED_TRACE(::testing::Message() << c.b << "x" << c.h << "x" << c.t << "x" << c.d << (c.padded ? " padded" : ""));
     Generator g(7);
     // q, k, v as split_heads makes them: strided (B, H, T, D) views of (B, T, H * D).
@@ -75,25 +80,40 @@ TEST(FusedAttention, EqualsTheUnfusedOpsBitwiseAndTheDefinition) {
     // attention down the unfused ops, while q itself goes through the fused one.
     Variable qg(q.data(), true);
     Variable unfused = nn::scaled_dot_product_attention(qg, k, v, mask);
-    EXPECT_EQ(max_abs_diff(fused, unfused.data()), 0.0);
     Variable via_nn = nn::scaled_dot_product_attention(q, k, v, mask);  // no gradient: fused
-    EXPECT_EQ(max_abs_diff(via_nn.data(), unfused.data()), 0.0);
+    EXPECT_EQ(max_abs_diff(via_nn.data(), fused), 0.0);
+    if (fused_attention_own_kernels(c.t, c.d)) {
+      ++own;
+      // Other f32 summation orders (one FMA chain per element against sgemm's blocking) of
+      // at most 64 products: outputs of size ~1 agree to a few ulp (seen: 4.2e-7).
+      EXPECT_LT(max_abs_diff(fused, unfused.data()), 2e-6);
+    } else {
+      EXPECT_EQ(max_abs_diff(fused, unfused.data()), 0.0);  // the same sgemm calls
+    }
 
     std::vector<double> want = attention_reference(q.data(), k.data(), v.data(), mask, scale);
     std::vector<double> got = fused.contiguous().to_vector<double>();
     double worst = 0;
     for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
-    EXPECT_LT(worst, 1e-5);  // f32 sums of at most 33 products of unit normals
+    EXPECT_LT(worst, 1e-5);  // f32 sums of at most 70 products of unit normals
   }
+#if defined(__AVX2__) && defined(__FMA__)
+  EXPECT_EQ(own, 5);  // the five short cases above
+#endif
 }
 
 TEST(FusedAttention, BertForwardWithoutGradientsEqualsTheTrainingPath) {
   Loaded t;  // the tiny fixture BERT and its batch, whose second example is padded
   const nn::StateDict& r = t.ref;
   // Its parameters require gradients, so this forward runs the unfused ops; logits() runs
-  // under NoGradGuard: the fused attention and Linear epilogues.
+  // under NoGradGuard: the fused attention and Linear epilogues. The epilogues are bitwise;
+  // the attention's own products (4 heads of 8, 7 tokens) round differently from the
+  // sgemm calls (whose blocking depends on the CPU), which two layers and a classifier carry
+  // to the logits at the level of 1e-7 (seen: 4.2e-7 on AVX2).
   Variable with_grad = t.model.forward(r.at("input_ids"), r.at("token_type_ids"), r.at("attention_mask"));
-  EXPECT_EQ(max_abs_diff(with_grad.data(), t.logits()), 0.0);
+  double diff = max_abs_diff(with_grad.data(), t.logits());
+  if (fused_attention_own_kernels(r.at("input_ids").size(1), t.cfg.head_dim())) EXPECT_LT(diff, 2e-6);
+  else EXPECT_EQ(diff, 0.0);
 }
 
 TEST(FusedAttention, BadInputIsAClearError) {

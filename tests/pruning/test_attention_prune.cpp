@@ -137,7 +137,7 @@ TEST(AttentionPrune, MaskedAttentionEqualsDenseWithEntriesZeroedForwardAndBackwa
 
 TEST(AttentionPrune, AllOnesMaskChangesNothingBitwise) {
   Loaded t;
-  Tensor plain = t.logits();
+  Tensor plain = t.logits_unfused();
   for (AttentionPruneOptions o : {topk_options(0, 1.0), AttentionPruneOptions{.rule = AttentionRule::threshold}}) {
     AttentionPruning m(t.cfg, o);
     m.attach(*t.model.bert, nullptr);
@@ -256,7 +256,7 @@ TEST(AttentionPrune, StaticPositionsStartFromMeanProbabilities) {
         EXPECT_NEAR(sc[(h * 16 + i) * 16 + j], c > 0 ? s / c : -1.0, 1e-6);
       }
   // keep 1.0 of a static mask keeps everything: nothing changes.
-  Tensor plain = t.logits();
+  Tensor plain = t.logits_unfused();
   m.attach(*t.model.bert, nullptr);
   EXPECT_EQ(max_abs_diff(plain, t.logits()), 0.0);
 }
