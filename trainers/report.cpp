@@ -62,25 +62,25 @@ json Run::measure() {
   json layers = json::array();
   for (auto& l : f) layers.push_back({{"attention", l.attention}, {"ffn", l.ffn}});
   m["flops"] = {{"seq_len", avg}, {"total", pruning::total_flops(f)}, {"per_layer", layers}};
-  {
-    // Dense weights as inference runs them: packed for short inputs (block_sparse.dense_max_rows).
+  auto latency = [&] {
+    return json{{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)}, {"batch_32", forward_latency_ms(32, avg)}};
+  };
+  // Inference as it runs on the CPU: sparse Linears in block-sparse form, dense ones packed
+  // for short inputs (block_sparse.dense_max_rows). With sparse layers, their latency, then
+  // the dense model's under a scope that packs every Linear dense; without, the one scope.
+  std::optional<nn::BlockSparseScope> scope;
+  if (device_.is_cpu()) scope.emplace(*model_, e_.block_sparse);
+  if (scope && scope->sparse_count() > 0) {
+    json sparse = json::object();
+    for (const auto& l : scope->layers())
+      if (!l.dense) sparse[l.name] = {{"block", {l.block_rows, l.block_cols}}, {"density", l.density}};
+    m["block_sparse"] = {{"summary", scope->describe()}, {"layers", sparse}, {"latency_ms", latency()}};
+    scope.reset();
     nn::BlockSparseOptions dense_only = e_.block_sparse;
     dense_only.max_density = 0.0;
-    std::optional<nn::BlockSparseScope> packed;
-    if (device_.is_cpu()) packed.emplace(*model_, dense_only);
-    m["latency_ms"] = {{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)}, {"batch_32", forward_latency_ms(32, avg)}};
+    scope.emplace(*model_, dense_only);
   }
-  if (device_.is_cpu()) {
-    nn::BlockSparseScope sparse(*model_, e_.block_sparse);
-    if (sparse.sparse_count() > 0) {
-      json layers = json::object();
-      for (const auto& l : sparse.layers())
-        if (!l.dense) layers[l.name] = {{"block", {l.block_rows, l.block_cols}}, {"density", l.density}};
-      m["block_sparse"] = {{"summary", sparse.describe()}, {"layers", layers},
-                           {"latency_ms", {{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)},
-                                           {"batch_32", forward_latency_ms(32, avg)}}}};
-    }
-  }
+  m["latency_ms"] = latency();
   return m;
 }
 

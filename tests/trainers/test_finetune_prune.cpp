@@ -57,6 +57,9 @@ TEST_F(FinetunePrune, KilledAndResumedRunEqualsUninterruptedBitwise) {
 TEST_F(FinetunePrune, ExportedModelLoadsBackWithTheSamePredictions) {
   ASSERT_EQ(run(exp()).code, 0);
   json summary = json::parse(std::ifstream(dir / "out" / "summary.json"));
+  // A dense model: its latency, and no block-sparse section.
+  EXPECT_GT(summary["latency_ms"]["batch_32"].get<double>(), 0.0) << summary.dump();
+  EXPECT_FALSE(summary.contains("block_sparse")) << summary.dump();
   // Evaluate the exported folder as a fresh model: same dev accuracy.
   json s2 = evaluate_export("out/model");
   EXPECT_EQ(s2["final_eval"]["accuracy"], summary["final_eval"]["accuracy"]);

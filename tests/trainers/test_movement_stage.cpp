@@ -25,6 +25,7 @@ TEST_F(MovementStage, ResumesBitwiseAndExportsTheSparseModel) {
              {"final_density", 0.3}, {"warmup", 0.1},           {"cooldown", 0.2},
              {"score_lr", 0.1}};
   e["stages"] = {ft, mv, {{"kind", "remove_heads"}}, {{"kind", "export"}}};
+  e["block_sparse"] = {{"blocks", {{8, 8}}}};  // the movement blocks: evaluated block-sparse
   write_experiment(e);
   Result a = run(exp() + " --set output_dir=full");
   ASSERT_EQ(a.code, 0) << a.err;
@@ -47,6 +48,14 @@ TEST_F(MovementStage, ResumesBitwiseAndExportsTheSparseModel) {
   Tensor q = w.at("bert.encoder.layer.0.attention.self.query.weight");
   double nonzero = sum_all(ne(q, Tensor::scalar(0.0)).to(DType::f64)).item<double>();
   EXPECT_EQ(nonzero, 5 * 64) << "the pruned blocks are zeros in the export";
+  // The summary times inference as it runs, the pruned Linears block-sparse, and the model
+  // with every Linear dense next to it.
+  ASSERT_TRUE(sa.contains("block_sparse")) << sa.dump();
+  const json& bs = sa["block_sparse"];
+  EXPECT_EQ(bs["layers"]["bert.encoder.layer.0.attention.self.query"]["density"].get<double>(), 5.0 / 16) << bs.dump();
+  EXPECT_EQ(bs["summary"].get<std::string>().rfind("8 of 14 Linears block-sparse (8x8)", 0), 0u) << bs.dump();
+  for (const json& l : {bs["latency_ms"], sa["latency_ms"]})
+    for (const char* b : {"batch_1", "batch_32"}) EXPECT_GT(l[b].get<double>(), 0.0) << l.dump();
   // The export evaluates as the run's last evaluation said.
   EXPECT_EQ(evaluate_export((dir / "full" / "model").string())["final_eval"], sa["final_eval"]);
 }

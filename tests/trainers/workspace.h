@@ -31,8 +31,11 @@ inline Result run_command(const std::string& cmd) {
   int status = std::system((cmd + " 2> " + err.string()).c_str());
   Result r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream f(err);
-  r.err.assign(std::istreambuf_iterator<char>(f), {});
+  {
+    std::ifstream f(err);
+    r.err.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  fs::remove(err);
   return r;
 }
 
