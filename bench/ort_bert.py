@@ -58,19 +58,24 @@ def step():
     return sess.run(None, feed)[0][0, 0]
 
 
-secs = seconds_per_call(step, a.iters)
-if a.profile:  # kernel times of every call, warm-up ones included: 2 + iters calls
+warmup = 2
+secs = seconds_per_call(step, a.iters, warmup)
+if a.profile:  # kernel times of every call, warm-up ones included
     import collections
     import sys
     total, count = collections.Counter(), collections.Counter()
-    for e in json.load(open(sess.end_profiling())):
+    trace = sess.end_profiling()
+    with open(trace) as f:
+        events = json.load(f)
+    os.remove(trace)  # one file per run otherwise piles up beside the model
+    for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             op = e["args"]["op_name"]
             if "MatMul" in op or "Gemm" in op:
                 op += " -> " + "x".join(map(str, e["args"]["output_type_shape"][0]["float"]))
             total[op] += e["dur"]
             count[op] += 1
-    calls = 2 + a.iters
+    calls = warmup + a.iters
     print(f"ONNX Runtime per forward (mean of {calls} calls, profiled): op, ms, nodes", file=sys.stderr)
     for op, us in total.most_common():
         print(f"  {op:40s} {us / calls / 1000:9.3f} {count[op] // calls:5d}", file=sys.stderr)

@@ -71,7 +71,6 @@ void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
   if (j < n) gemm_rows<1>(m, a, lda, b + j, ldb, c + j, ldc, k);
 }
 
-
 // kt (D, tp) = k (T, D)ᵀ with row stride ks, by 8 x 8 blocks in registers; columns T..tp of
 // kt become zeros. D and tp multiples of 8.
 void transpose_k(const float* k, int64_t ks, int64_t T, int64_t D, float* kt, int64_t tp) {
