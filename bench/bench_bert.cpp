@@ -45,6 +45,11 @@ int main(int argc, char** argv) {
                  "forward on the CPU: dense Linears run through the packed libxsmm kernel for batches of at most "
                  "this many tokens (0: always oneDNN)")
       ->check(apps::at_least(0));
+  std::string dense_panels = "auto";
+  app.add_option("--dense-panels", dense_panels,
+                 "forward on the CPU: dense Linears through the panel-packed GEMM where the CPU has no AVX-512 "
+                 "(auto), always, or never")
+      ->check(CLI::IsMember({"auto", "always", "never"}));
   bool verbose = false;
   apps::add_verbose(app, verbose);
   if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
@@ -70,8 +75,14 @@ int main(int argc, char** argv) {
     nn::BlockSparseOptions sparse_options;
     sparse_options.max_density = mode == "forward" ? block_sparse : 0.0;
     sparse_options.dense_max_rows = mode == "forward" ? dense_max_rows : 0;
+    using Panels = nn::BlockSparseOptions::Panels;
+    sparse_options.dense_panels = mode != "forward" || dense_panels == "never" ? Panels::never
+                                  : dense_panels == "always"                   ? Panels::always
+                                                                               : Panels::where_preferred;
     nn::BlockSparseScope sparse(model, sparse_options);
-    if (sparse.sparse_count() > 0) std::fprintf(stderr, "%s\n", sparse.describe().c_str());
+    if (verbose || sparse.sparse_count() > 0) std::fprintf(stderr, "%s\n", sparse.describe().c_str());
+    int64_t panel_linears = 0;
+    for (const auto& l : sparse.layers()) panel_linears += l.panels;
     Tensor labels = Tensor::zeros({batch}, DType::i64, dev);
     nn::AdamW opt(nn::decay_groups(model.named_parameters(), 2e-5, 0.01));
     auto step = [&] {
@@ -95,10 +106,11 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < iters; ++i) step();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
     std::printf("{\"impl\": \"lopper\", \"device\": \"%s\", \"tf32\": %s, \"hidden\": %lld, \"layers\": %lld, "
-                "\"mode\": \"%s\", \"block_sparse_linears\": %lld, \"dense_max_rows\": %lld, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, "
+                "\"mode\": \"%s\", \"block_sparse_linears\": %lld, \"dense_max_rows\": %lld, \"panel_linears\": %lld, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, "
                 "\"seconds_per_step\": %.6f, \"sentences_per_s\": %.1f, \"tokens_per_s\": %.0f}\n",
                 dev.str().c_str(), tf32 ? "true" : "false", static_cast<long long>(cfg.hidden_size),
-                static_cast<long long>(cfg.num_hidden_layers), mode.c_str(), static_cast<long long>(sparse.sparse_count()), static_cast<long long>(sparse_options.dense_max_rows), static_cast<long long>(batch), static_cast<long long>(seq), omp_get_max_threads(), secs,
+                static_cast<long long>(cfg.num_hidden_layers), mode.c_str(), static_cast<long long>(sparse.sparse_count()), static_cast<long long>(sparse_options.dense_max_rows), static_cast<long long>(panel_linears),
+                static_cast<long long>(batch), static_cast<long long>(seq), omp_get_max_threads(), secs,
                 batch / secs, batch * seq / secs);
   } catch (const std::exception& e) {
     return apps::report_error(app, e, verbose);

@@ -1,6 +1,7 @@
 // The block-sparse matmul (core/block_sparse.h) next to the dense oneDNN matmul Lopper
 // uses otherwise, at BERT-base's Linear shapes, for M = 25 tokens (one sentence) and 4096
-// (32 x 128), 32x32 and 16x16 blocks kept at 50%, 25% and 10%. Results and the speed-up
+// (32 x 128), 32x32 and 16x16 blocks kept at 50%, 25% and 10%; and the ways a dense Linear
+// runs at all-MiniLM-L6-v2's shapes (BM_DenseWays). Results and the speed-up
 // over dense go to docs/benchmarks.md (scripts/bench.sh).
 #include <benchmark/benchmark.h>
 #include <omp.h>
@@ -11,6 +12,7 @@
 
 #include "core/block_sparse.h"
 #include "core/ops.h"
+#include "core/panel_linear.h"
 
 using namespace lopper;
 
@@ -102,10 +104,38 @@ void packed_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "in", "out", "br", "bc"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+// The three ways a dense Linear can run for inference, at all-MiniLM-L6-v2's shapes:
+// oneDNN's sgemm, the libxsmm kernel over 32x32 blocks (all kept), and the panel-packed
+// GEMM (core/panel_linear.h). Args: M, in, out, way (0, 1, 2 in that order).
+void BM_DenseWays(benchmark::State& st) {
+  int64_t m = st.range(0), in = st.range(1), out = st.range(2), way = st.range(3);
+  Generator g(1);
+  Tensor x = normal({m, in}, 0, 1, g), w = normal({out, in}, 0, 0.05, g);
+  if (way == 0) {
+    for (auto _ : st) benchmark::DoNotOptimize(matmul(x, w, false, true));
+  } else if (way == 1) {
+    BlockSparseMatrix p = to_block_sparse(w, 32, 32);
+    for (auto _ : st) benchmark::DoNotOptimize(block_sparse_linear(x, p, Tensor()));
+  } else {
+    if (!panel_linear_built()) return st.SkipWithError("built without the AVX2 tile");
+    PanelMatrix p = to_panels(w);
+    for (auto _ : st) benchmark::DoNotOptimize(panel_linear(x, p, Tensor()));
+  }
+  label(st, m, in, out, 1.0);
+}
+
+void ways_args(benchmark::internal::Benchmark* b) {
+  for (int64_t m : {25, 64, 128, 800, 4096})
+    for (auto [in, out] : std::vector<std::pair<int64_t, int64_t>>{{384, 384}, {384, 1536}, {1536, 384}})
+      for (int64_t way : {0, 1, 2}) b->Args({m, in, out, way});
+  b->ArgNames({"M", "in", "out", "way"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 }  // namespace
 
 BENCHMARK(BM_DenseMatmul)->Apply(dense_args);
 BENCHMARK(BM_BlockSparseMatmul)->Apply(sparse_args);
 BENCHMARK(BM_PackedDense)->Apply(packed_args);
+BENCHMARK(BM_DenseWays)->Apply(ways_args);
 
 BENCHMARK_MAIN();

@@ -13,12 +13,16 @@ BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& opti
                options.max_density, " is outside [0, 1]");
   LOPPER_CHECK(options.dense_max_rows >= 0, "[block_sparse] dense_max_rows ", options.dense_max_rows, " is negative");
   dense_max_rows_ = options.dense_max_rows;
+  using Panels = BlockSparseOptions::Panels;
+  const bool panels = options.dense_panels == Panels::always
+                          ? panel_linear_built()
+                          : options.dense_panels == Panels::where_preferred && panel_linear_preferred();
   for (auto& [name, lin] : model.named_modules_of_type<Linear>()) {
     ++linears_;
     const Tensor& w = lin->weight.data();
-    if ((options.max_density == 0.0 && options.dense_max_rows == 0) || !w.device().is_cpu() || w.dtype() != DType::f32)
-      continue;
-    // The shape that skips the most: the lowest density (ties to the earlier listed one).
+    if (!w.device().is_cpu() || w.dtype() != DType::f32) continue;
+    // The shape that skips the most: the lowest density (ties to the earlier listed one);
+    // none when no listed block divides the weight.
     BlockSparseLayer best{name, 0, 0, 2.0};
     for (auto [br, bc] : options.blocks) {
       LOPPER_CHECK(br > 0 && bc > 0, "[block_sparse] block (", br, ", ", bc, ") must be positive");
@@ -26,13 +30,16 @@ BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& opti
       double d = block_density(w, br, bc);
       if (d < best.density) best = {name, br, bc, d};
     }
-    if (best.density > 1.0) continue;  // no listed block divides it
-    if (best.density > options.max_density || options.max_density == 0.0) {
-      if (options.dense_max_rows == 0) continue;
-      best.dense = true;
-      lin->block_sparse_max_rows = options.dense_max_rows;
+    const bool divides = best.density <= 1.0;
+    best.dense = !divides || best.density > options.max_density || options.max_density == 0.0;
+    best.panels = best.dense && panels;
+    const bool short_packed = best.dense && !best.panels && divides && options.dense_max_rows > 0;
+    if (best.dense && !short_packed && !best.panels) continue;
+    if (!best.dense || short_packed) {
+      lin->block_sparse = std::make_shared<const BlockSparseMatrix>(to_block_sparse(w, best.block_rows, best.block_cols));
+      if (best.dense) lin->block_sparse_max_rows = options.dense_max_rows;
     }
-    lin->block_sparse = std::make_shared<const BlockSparseMatrix>(to_block_sparse(w, best.block_rows, best.block_cols));
+    if (best.panels) lin->panels = std::make_shared<const PanelMatrix>(to_panels(w));
     layers_.push_back(best);
     switched_.push_back(lin);
   }
@@ -42,6 +49,7 @@ BlockSparseScope::~BlockSparseScope() {
   for (Linear* lin : switched_) {
     lin->block_sparse.reset();
     lin->block_sparse_max_rows = INT64_MAX;
+    lin->panels.reset();
   }
 }
 
@@ -72,9 +80,15 @@ std::string BlockSparseScope::describe() const {
     os.precision(3);
     os << "), mean block density " << sum / static_cast<double>(sparse);
   }
-  if (dense > 0)
-    os << (sparse > 0 ? "; " : "") << dense << (sparse > 0 ? " dense ones" : " of " + std::to_string(linears_) + " Linears")
-       << " packed for inputs of at most " << dense_max_rows_ << " rows";
+  int64_t panels = 0;
+  for (const auto& l : layers_) panels += l.panels;
+  if (dense > 0) {
+    os << (sparse > 0 ? "; " : "") << dense << (sparse > 0 ? " dense ones" : " of " + std::to_string(linears_) + " Linears");
+    if (panels > 0) os << " packed in panels" << (panels < dense ? " (" + std::to_string(panels) + ")" : "");
+    if (panels < dense)
+      os << (panels > 0 ? "," : "") << " packed for inputs of at most " << dense_max_rows_ << " rows"
+         << (panels > 0 ? " (" + std::to_string(dense - panels) + ")" : "");
+  }
   return os.str();
 }
 

@@ -2,7 +2,9 @@
 // the CPU whose weight has few enough non-zero blocks runs its forward through the
 // block-sparse matmul (core/block_sparse.h) whenever no gradient is recorded: evaluation
 // and latency of a block-pruned model, at the speed its zeros allow. Every other Linear is
-// packed the same way (all blocks kept) for inputs of at most dense_max_rows tokens, where
+// packed for every input in panels (core/panel_linear.h) on CPUs without AVX-512, where that
+// beats oneDNN's sgemm, which packs the weight again on every call; elsewhere the same way
+// as the sparse ones (all blocks kept) for inputs of at most dense_max_rows tokens, where
 // libxsmm's small-GEMM kernel is faster than oneDNN's sgemm (docs/benchmarks.md).
 #pragma once
 #include <string>
@@ -19,7 +21,11 @@ struct BlockSparseOptions {
   // Block shapes (rows, cols); of those that divide the weight, the one with the lowest
   // density is used (ties: the earlier listed).
   std::vector<std::pair<int64_t, int64_t>> blocks = {{32, 32}, {16, 16}};
-  // Dense weights (above max_density) go through the packed kernel for inputs of at most
+  // Whether dense weights (above max_density) go through the panel-packed GEMM: where the
+  // CPU prefers it (panel_linear_preferred: no AVX-512), always (where built), or never.
+  enum class Panels { where_preferred, always, never };
+  Panels dense_panels = Panels::where_preferred;
+  // Dense weights not in panels go through the block-sparse kernel for inputs of at most
   // this many rows (tokens in the batch); 0 keeps them on oneDNN always. The default is
   // where the two cross on the CPUs measured (docs/benchmarks.md).
   int64_t dense_max_rows = 64;
@@ -27,9 +33,10 @@ struct BlockSparseOptions {
 
 struct BlockSparseLayer {
   std::string name;  // the Linear's Hugging Face name
-  int64_t block_rows, block_cols;
-  double density;  // kept blocks over all
-  bool dense = false;  // packed only for short inputs (density above max_density)
+  int64_t block_rows, block_cols;  // 0, 0 where no listed block divides the weight
+  double density;                   // kept blocks over all
+  bool dense = false;   // density above max_density: in panels, or packed for short inputs
+  bool panels = false;  // dense, and packed in panels
 };
 
 class BlockSparseScope {
@@ -42,8 +49,8 @@ class BlockSparseScope {
   const std::vector<BlockSparseLayer>& layers() const { return layers_; }
   // Linears switched for every input, as block-sparse (not those packed for short inputs).
   int64_t sparse_count() const;
-  // "12 of 38 Linears block-sparse (32x32), mean block density 0.14; 26 dense ones packed for
-  // inputs of at most 256 rows", or "" when none.
+  // "12 of 38 Linears block-sparse (32x32), mean block density 0.14; 26 dense ones packed in
+  // panels" (or "packed for inputs of at most 64 rows"), or "" when none.
   std::string describe() const;
 
  private:

@@ -15,11 +15,14 @@ Variable Linear::forward(const Variable& x, std::optional<UnaryOp> act) const {
     Variable y = ag::linear(x, masked_weight(), bias);
     return act ? ag::unary(*act, y) : y;
   }
-  // Inference: the packed kernel, or oneDNN's GEMM and one in-place pass for bias and
+  // Inference: a packed weight, or oneDNN's GEMM and one in-place pass for bias and
   // activation (bitwise the same as the ops above).
-  if (block_sparse && !weight_mask.defined() && x.data().device().is_cpu() &&
-      x.numel() / std::max<int64_t>(x.size(-1), 1) <= block_sparse_max_rows)
-    return Variable(block_sparse_linear(x.data(), *block_sparse, bias.defined() ? bias.data() : Tensor(), act));
+  if (!weight_mask.defined() && x.data().device().is_cpu()) {
+    const Tensor b = bias.defined() ? bias.data() : Tensor();
+    if (block_sparse && x.numel() / std::max<int64_t>(x.size(-1), 1) <= block_sparse_max_rows)
+      return Variable(block_sparse_linear(x.data(), *block_sparse, b, act));
+    if (panels) return Variable(panel_linear(x.data(), *panels, b, act));
+  }
   Tensor y = matmul(x.data(), masked_weight().data(), false, true);
   if (bias.defined() && act) bias_act_(y, bias.data(), *act);
   else if (bias.defined()) add_(y, bias.data());

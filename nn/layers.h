@@ -8,6 +8,7 @@
 
 #include "autograd/functions.h"
 #include "core/block_sparse.h"
+#include "core/panel_linear.h"
 #include "nn/module.h"
 
 namespace lopper::nn {
@@ -33,6 +34,10 @@ class Linear : public Module {
   // packed for short inputs, where libxsmm's kernel beats oneDNN's sgemm).
   std::shared_ptr<const BlockSparseMatrix> block_sparse;
   int64_t block_sparse_max_rows = INT64_MAX;
+  // Inference hook: the dense weight packed in panels (core/panel_linear.h), also set by the
+  // scope; forward multiplies by it, under the same conditions, for the inputs that
+  // block_sparse does not take.
+  std::shared_ptr<const PanelMatrix> panels;
 };
 
 class Embedding : public Module {

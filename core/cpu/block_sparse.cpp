@@ -17,6 +17,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "core/cpu/tile_epilogue.h"
 #include "core/error.h"
 #include "core/profile.h"
 
@@ -62,32 +63,6 @@ void tile_reference(const BlockSparseMatrix& w, int64_t r, const float* x, int64
         for (int64_t n = 0; n < br; ++n) y[m * N + r * br + n] += a[k * br + n] * xv;
       }
   }
-}
-
-// The tile (nt tokens, width outputs) of y, row stride ld, after its kernel: the bias
-// added, or, where no kernel wrote it (a block row without blocks), set to the bias or zero.
-void finish_tile(float* tile, int64_t ld, int64_t nt, int64_t width, bool written, const float* bias) {
-  for (int64_t m = 0; m < nt; ++m) {
-    float* row = tile + m * ld;
-    if (!written) {
-      if (bias) std::memcpy(row, bias, sizeof(float) * width);
-      else std::memset(row, 0, sizeof(float) * width);
-    } else if (bias) {
-      for (int64_t n = 0; n < width; ++n) row[n] += bias[n];
-    }
-  }
-}
-
-// act over the tile (nt tokens, width outputs), after its bias: a Linear's activation while
-// the tile is in cache, the arithmetic of unary(act) after the bias add.
-void activate_tile(kernels::UnaryOp act, float* tile, int64_t ld, int64_t nt, int64_t width) {
-  kernels::visit_unary(act, [&](auto fn) {
-    for (int64_t m = 0; m < nt; ++m) {
-      float* row = tile + m * ld;
-#pragma omp simd
-      for (int64_t n = 0; n < width; ++n) row[n] = fn.forward(row[n], kernels::UnaryParams{});
-    }
-  });
 }
 
 // One JIT kernel per (br, bc, tile width, K, N), overwriting its tile (beta 0); libxsmm
@@ -182,10 +157,10 @@ Tensor block_sparse_linear(const Tensor& x, const BlockSparseMatrix& w, const Te
         int64_t m0 = t * tile, nt = std::min(tile, M - m0);
         libxsmm_smmfunction_reducebatch_addr k = nt == tile ? full : tail;
         if (k == nullptr) {
-          finish_tile(yp + m0 * N + r * w.block_rows, N, nt, w.block_rows, false, nullptr);
+          cpu::finish_tile(yp + m0 * N + r * w.block_rows, N, nt, w.block_rows, false, nullptr);
           tile_reference(w, r, xp, m0, nt, yp);
-          finish_tile(yp + m0 * N + r * w.block_rows, N, nt, w.block_rows, true, bp ? bp + r * w.block_rows : nullptr);
-          if (act) activate_tile(*act, yp + m0 * N + r * w.block_rows, N, nt, w.block_rows);
+          cpu::finish_tile(yp + m0 * N + r * w.block_rows, N, nt, w.block_rows, true, bp ? bp + r * w.block_rows : nullptr);
+          if (act) cpu::activate_tile(*act, yp + m0 * N + r * w.block_rows, N, nt, w.block_rows);
           continue;
         }
         unsigned long long count = 0;
@@ -195,8 +170,8 @@ Tensor block_sparse_linear(const Tensor& x, const BlockSparseMatrix& w, const Te
         }
         float* tile = yp + m0 * N + r * w.block_rows;
         if (count > 0) k(a.data(), b.data(), tile, &count);
-        finish_tile(tile, N, nt, w.block_rows, count > 0, bp ? bp + r * w.block_rows : nullptr);
-        if (act) activate_tile(*act, tile, N, nt, w.block_rows);
+        cpu::finish_tile(tile, N, nt, w.block_rows, count > 0, bp ? bp + r * w.block_rows : nullptr);
+        if (act) cpu::activate_tile(*act, tile, N, nt, w.block_rows);
       }
   }
   return y;

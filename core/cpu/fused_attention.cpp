@@ -5,11 +5,7 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define LOPPER_SMALL_GEMM 1
-#endif
-
+#include "core/cpu/gemm_tile.h"
 #include "core/cpu/sgemm.h"
 #include "core/profile.h"
 #include "core/kernels/rows.h"
@@ -18,57 +14,15 @@ namespace lopper {
 
 namespace {
 
-#ifdef LOPPER_SMALL_GEMM
+#ifdef LOPPER_GEMM_TILE
 // C (m, n) = A (m, k) B (k, n), row-major with leading dimensions, n a multiple of 8: the
 // per-head products at short sequences, where a dnnl_sgemm call's fixed cost is most of a
-// 25 x 25 x 32 product (docs/benchmarks.md). A tile of R rows by 8 V columns stays in
-// registers; each element is one FMA chain in k order, so the result does not depend on
-// the thread count. (GCC keeps the accumulators in registers only when told to unroll.)
-template <int R, int V>
-void gemm_tile(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t k) {
-  __m256 acc[R][V];
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 2
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
-  for (int64_t p = 0; p < k; ++p) {
-    __m256 bv[V];
-#pragma GCC unroll 2
-    for (int v = 0; v < V; ++v) bv[v] = _mm256_loadu_ps(b + p * ldb + 8 * v);
-#pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) {
-      __m256 av = _mm256_broadcast_ss(a + r * lda + p);
-#pragma GCC unroll 2
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
-    }
-  }
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 2
-    for (int v = 0; v < V; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
-}
-
-template <int V>
-void gemm_rows(int64_t m, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t k) {
-  int64_t i = 0;
-  for (; i + 6 <= m; i += 6) gemm_tile<6, V>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, k);
-  a += i * lda;
-  c += i * ldc;
-  switch (m - i) {
-    case 5: gemm_tile<5, V>(a, lda, b, ldb, c, ldc, k); break;
-    case 4: gemm_tile<4, V>(a, lda, b, ldb, c, ldc, k); break;
-    case 3: gemm_tile<3, V>(a, lda, b, ldb, c, ldc, k); break;
-    case 2: gemm_tile<2, V>(a, lda, b, ldb, c, ldc, k); break;
-    case 1: gemm_tile<1, V>(a, lda, b, ldb, c, ldc, k); break;
-    default: break;
-  }
-}
-
+// 25 x 25 x 32 product (docs/benchmarks.md).
 void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                 int64_t ldc) {
   int64_t j = 0;
-  for (; j + 16 <= n; j += 16) gemm_rows<2>(m, a, lda, b + j, ldb, c + j, ldc, k);
-  if (j < n) gemm_rows<1>(m, a, lda, b + j, ldb, c + j, ldc, k);
+  for (; j + 16 <= n; j += 16) cpu::gemm_rows<2>(m, a, lda, b + j, ldb, c + j, ldc, k);
+  if (j < n) cpu::gemm_rows<1>(m, a, lda, b + j, ldb, c + j, ldc, k);
 }
 
 // kt (D, tp) = k (T, D)ᵀ with row stride ks, by 8 x 8 blocks in registers; columns T..tp of
@@ -96,6 +50,14 @@ void transpose_k(const float* k, int64_t ks, int64_t T, int64_t D, float* kt, in
       }
     }
 }
+#else
+// Never called: fused_attention_own_kernels is false in builds without the tile.
+void small_gemm(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t) {
+  LOPPER_FAIL("[fused_attention] built without the AVX2 tile");
+}
+void transpose_k(const float*, int64_t, int64_t, int64_t, float*, int64_t) {
+  LOPPER_FAIL("[fused_attention] built without the AVX2 tile");
+}
 #endif
 
 void check_operand(const Tensor& t, const Tensor& q, const char* what) {
@@ -108,7 +70,7 @@ void check_operand(const Tensor& t, const Tensor& q, const char* what) {
 }  // namespace
 
 bool fused_attention_own_kernels(int64_t t, int64_t d) {
-#ifdef LOPPER_SMALL_GEMM
+#ifdef LOPPER_GEMM_TILE
   // Up to 64 tokens the hand-written products beat dnnl_sgemm (a 64 x 64 x 32 pair about
   // equal, 128 x 128 slower: docs/benchmarks.md).
   return t <= 64 && d % 8 == 0;
@@ -159,14 +121,12 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
         const float* kbh = kp + b * k.stride(0) + h * k.stride(1);
         const float* vbh = vp + b * v.stride(0) + h * v.stride(1);
         float* obh = op + b * o.stride(0) + h * o.stride(1);
-#ifdef LOPPER_SMALL_GEMM
         if (small) {
-          float* ktp = kt.data();
-          transpose_k(kbh, ks, T, D, ktp, tp);
-          small_gemm(T, tp, D, qbh, qs, ktp, tp, p.data(), tp);
+          transpose_k(kbh, ks, T, D, kt.data(), tp);
+          small_gemm(T, tp, D, qbh, qs, kt.data(), tp, p.data(), tp);
+        } else {
+          cpu::sgemm(scores, qbh, kbh, p.data());
         }
-#endif
-        if (!small) cpu::sgemm(scores, qbh, kbh, p.data());
         for (int64_t i = 0; i < T; ++i) {
           float* row = p.data() + i * tp;
           if (mp) {
@@ -181,10 +141,8 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
           for (int64_t j = T; j < tp; ++j) row[j] = -std::numeric_limits<float>::infinity();
           kernels::softmax_row(row, row, tp, false);
         }
-#ifdef LOPPER_SMALL_GEMM
         if (small) small_gemm(T, D, T, p.data(), tp, vbh, vs, obh, os);
-#endif
-        if (!small) cpu::sgemm(times_v, p.data(), vbh, obh);
+        else cpu::sgemm(times_v, p.data(), vbh, obh);
       }
   }
   return o;

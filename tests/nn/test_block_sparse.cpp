@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/ops.h"
+#include "core/panel_linear.h"
 #include "nn/block_sparse.h"
 #include "nn/layers.h"
 #include "tests/pruning/tiny_model.h"
@@ -33,7 +34,8 @@ TEST(BlockSparseScope, SwitchesTheSparseLinearsAndKeepsTheLogits) {
 
   nn::BlockSparseOptions o;
   o.max_density = 0.5;
-  o.dense_max_rows = 0;  // dense weights stay on oneDNN (packing them: the next test)
+  o.dense_max_rows = 0;  // dense weights stay on oneDNN (packing them: the next tests)
+  o.dense_panels = nn::BlockSparseOptions::Panels::never;
   o.blocks = {{16, 16}, {8, 8}};
   {
     nn::BlockSparseScope scope(t.model, o);
@@ -60,7 +62,7 @@ TEST(BlockSparseScope, SwitchesTheSparseLinearsAndKeepsTheLogits) {
   EXPECT_TRUE(nn::BlockSparseScope(t.model, o).layers().empty());
 }
 
-TEST(BlockSparseScope, PacksDenseWeightsForShortInputsOnly) {
+TEST(BlockSparseScope, PacksDenseWeightsForShortInputsOnlyWithoutPanels) {
   Loaded t;
   auto linears = t.model.named_modules_of_type<nn::Linear>();
   Tensor dense = t.logits();
@@ -69,6 +71,7 @@ TEST(BlockSparseScope, PacksDenseWeightsForShortInputsOnly) {
   nn::BlockSparseOptions o;
   o.blocks = {{16, 16}, {8, 8}};
   o.dense_max_rows = rows;
+  o.dense_panels = nn::BlockSparseOptions::Panels::never;  // as on CPUs with AVX-512
   {
     nn::BlockSparseScope scope(t.model, o);
     EXPECT_EQ(scope.sparse_count(), 0);
@@ -103,4 +106,47 @@ TEST(BlockSparseScope, PacksDenseWeightsForShortInputsOnly) {
   }
   o.dense_max_rows = -1;
   EXPECT_THROW(nn::BlockSparseScope(t.model, o), Error);
+}
+
+TEST(BlockSparseScope, PacksDenseWeightsInPanelsForEveryInput) {
+  if (!panel_linear_built()) GTEST_SKIP() << "built without the AVX2 tile";
+  Loaded t;
+  auto linears = t.model.named_modules_of_type<nn::Linear>();
+  std::map<std::string, nn::Linear*> by_name(linears.begin(), linears.end());
+  const std::string query = "bert.encoder.layer.0.attention.self.query";
+  zero_blocks(by_name.at(query)->weight, 16, 4);  // block-sparse at 0.25: not in panels
+  Tensor dense = t.logits();
+  nn::BlockSparseOptions o;
+  o.blocks = {{16, 16}};
+  o.dense_panels = nn::BlockSparseOptions::Panels::always;
+  {
+    nn::BlockSparseScope scope(t.model, o);
+    EXPECT_EQ(scope.sparse_count(), 1);
+    // Every other Linear, the classifier too (no 16x16 block divides its 2 outputs).
+    ASSERT_EQ(scope.layers().size(), linears.size()) << scope.describe();
+    for (const auto& l : scope.layers()) {
+      nn::Linear* lin = by_name.at(l.name);
+      EXPECT_EQ(l.panels, l.name != query) << l.name;
+      EXPECT_EQ(lin->panels != nullptr, l.name != query) << l.name;
+      EXPECT_EQ(lin->block_sparse != nullptr, l.name == query) << l.name;  // no libxsmm copy of dense ones
+    }
+    EXPECT_NE(scope.describe().find(std::to_string(linears.size() - 1) + " dense ones packed in panels"),
+              std::string::npos)
+        << scope.describe();
+    EXPECT_TRUE(allclose(t.logits(), dense, 1e-5, 1e-6));
+    // Inputs of every length through the panels, bias and activation included, bitwise.
+    nn::Linear* lin = by_name.at("bert.encoder.layer.0.intermediate.dense");
+    Generator g(5);
+    NoGradGuard ng;
+    for (int64_t m : {1, 4, 100}) {
+      Tensor x = normal({m, lin->weight.size(1)}, 0, 1, g);
+      Tensor want = panel_linear(x, *lin->panels, lin->bias.data(), UnaryOp::gelu);
+      EXPECT_EQ(max_abs_diff(lin->forward(Variable(x), UnaryOp::gelu).data(), want), 0.0) << m << " rows";
+    }
+  }
+  for (auto& [n, lin] : linears) EXPECT_TRUE(lin->panels == nullptr && lin->block_sparse == nullptr) << n;
+  // never: dense weights keep oneDNN (dense_max_rows 0), only the sparse one switches.
+  o.dense_panels = nn::BlockSparseOptions::Panels::never;
+  o.dense_max_rows = 0;
+  EXPECT_EQ(nn::BlockSparseScope(t.model, o).layers().size(), 1u);
 }

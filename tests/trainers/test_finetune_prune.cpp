@@ -236,6 +236,17 @@ TEST_F(FinetunePrune, PruningStagesAreValidatedUpFront) {
   json missing = base;
   missing["teacher"] = {{"path", "nowhere"}};
   EXPECT_THROW(trainers::parse_experiment(missing, exp()), Error);
+  // The inference packing's keys too (not a stage's, but checked as early).
+  json panels = base;
+  panels["block_sparse"] = {{"dense_panels", "never"}};
+  EXPECT_EQ(trainers::parse_experiment(panels, exp()).block_sparse.dense_panels, nn::BlockSparseOptions::Panels::never);
+  panels["block_sparse"] = {{"dense_panels", "sometimes"}};
+  try {
+    trainers::parse_experiment(panels, exp());
+    ADD_FAILURE() << "dense_panels 'sometimes' accepted";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("block_sparse.dense_panels"), std::string::npos) << err.what();
+  }
 }
 
 // The device key: parsed strictly, and where it cannot run refused with one line that names
