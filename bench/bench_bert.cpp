@@ -45,10 +45,10 @@ int main(int argc, char** argv) {
                  "forward on the CPU: dense Linears run through the packed libxsmm kernel for batches of at most "
                  "this many tokens (0: always oneDNN)")
       ->check(apps::at_least(0));
-  std::string dense_panels = "auto";
+  std::string dense_panels = "never";
   app.add_option("--dense-panels", dense_panels,
                  "forward on the CPU: dense Linears through the panel-packed GEMM where the CPU has no AVX-512 "
-                 "(auto), always, or never")
+                 "(auto), always, or never (the default)")
       ->check(CLI::IsMember({"auto", "always", "never"}));
   bool verbose = false;
   apps::add_verbose(app, verbose);

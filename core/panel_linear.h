@@ -2,11 +2,12 @@
 // outputs, each stored K-major (for every input feature, the panel's 16 weights side by
 // side), the layout Lopper's AVX2 register tile (core/cpu/gemm_tile.h) streams; then
 // y = x · wᵀ + b and an activation per tile while it is in cache. dnnl_sgemm packs its
-// weight again on every call; this packs it once (as ONNX Runtime's MLAS does at load), and
-// inside a model that is 3-4% of the GEMM time on an AVX2-only CPU (docs/benchmarks.md).
-// Not differentiable: nn::BlockSparseScope packs a finished weight for evaluation and
-// benchmarks. Not a replacement for oneDNN on CPUs with AVX-512, where oneDNN's kernels are
-// twice as wide (panel_linear_preferred).
+// weight again on every call; this packs it once (as ONNX Runtime's MLAS does at load). On
+// an AVX2-only Zen 3 that saved 1-4% of the GEMM time in a quiet hour but lost about 10%
+// while other VMs loaded the machine, so nn::BlockSparseScope uses it only when asked
+// (docs/benchmarks.md). Not differentiable: the scope packs a finished weight for
+// evaluation and benchmarks. Never for CPUs with AVX-512, where oneDNN's kernels are twice
+// as wide (panel_linear_preferred).
 #pragma once
 #include <cstdint>
 #include <optional>

@@ -2,10 +2,9 @@
 // the CPU whose weight has few enough non-zero blocks runs its forward through the
 // block-sparse matmul (core/block_sparse.h) whenever no gradient is recorded: evaluation
 // and latency of a block-pruned model, at the speed its zeros allow. Every other Linear is
-// packed for every input in panels (core/panel_linear.h) on CPUs without AVX-512, where that
-// beats oneDNN's sgemm, which packs the weight again on every call; elsewhere the same way
-// as the sparse ones (all blocks kept) for inputs of at most dense_max_rows tokens, where
-// libxsmm's small-GEMM kernel is faster than oneDNN's sgemm (docs/benchmarks.md).
+// packed the same way (all blocks kept) for inputs of at most dense_max_rows tokens, where
+// libxsmm's small-GEMM kernel is faster than oneDNN's sgemm (docs/benchmarks.md), or, when
+// asked (dense_panels), for every input in panels (core/panel_linear.h).
 #pragma once
 #include <string>
 #include <utility>
@@ -23,8 +22,10 @@ struct BlockSparseOptions {
   std::vector<std::pair<int64_t, int64_t>> blocks = {{32, 32}, {16, 16}};
   // Whether dense weights (above max_density) go through the panel-packed GEMM: where the
   // CPU prefers it (panel_linear_preferred: no AVX-512), always (where built), or never.
+  // Off by default: 1-3% faster than oneDNN in a quiet window on an AVX2-only Zen 3, but
+  // about 10% slower there while other VMs loaded the machine (docs/benchmarks.md).
   enum class Panels { where_preferred, always, never };
-  Panels dense_panels = Panels::where_preferred;
+  Panels dense_panels = Panels::never;
   // Dense weights not in panels go through the block-sparse kernel for inputs of at most
   // this many rows (tokens in the batch); 0 keeps them on oneDNN always. The default is
   // where the two cross on the CPUs measured (docs/benchmarks.md).

@@ -156,9 +156,9 @@ Experiment parse_experiment(json j, const std::string& file) {
 
   // Evaluation and latency run the Linears whose weights are block-sparse enough through
   // the block-sparse matmul (nn/block_sparse.h); max_density 0 keeps everything dense. The
-  // dense ones go through the panel-packed GEMM on CPUs without AVX-512 (dense_panels), else
-  // through the block-sparse kernel, all blocks kept, for batches of at most dense_max_rows
-  // tokens (where each beats oneDNN's sgemm; docs/benchmarks.md).
+  // dense ones go through the block-sparse kernel, all blocks kept, for batches of at most
+  // dense_max_rows tokens (where it beats oneDNN's sgemm; docs/benchmarks.md), or through
+  // the panel-packed GEMM when dense_panels asks for it.
   const json no_block_sparse = json::object();
   Fields bs(top.has("block_sparse") ? j["block_sparse"] : no_block_sparse, "block_sparse");
   e.block_sparse.max_density = bs.num("max_density", 0.6, 0, 1, "0 (off) to 1: the largest share of non-zero blocks");
@@ -166,7 +166,7 @@ Experiment parse_experiment(json j, const std::string& file) {
                                              "tokens in a batch, 0 (off) or more");
   {
     using Panels = nn::BlockSparseOptions::Panels;
-    const std::string panels = bs.choice("dense_panels", "auto", {"auto", "always", "never"});
+    const std::string panels = bs.choice("dense_panels", "never", {"auto", "always", "never"});
     e.block_sparse.dense_panels = panels == "always" ? Panels::always
                                   : panels == "never" ? Panels::never
                                                       : Panels::where_preferred;

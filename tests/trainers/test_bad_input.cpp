@@ -285,7 +285,7 @@ TEST_F(BadInput, ResolvedConfigHoldsEveryDefault) {
   EXPECT_EQ(r["stages"][0]["max_grad_norm"], 1.0);
   EXPECT_EQ(r["stages"][0]["epochs"], 1.0);
   EXPECT_EQ(r["stages"][1]["kind"], "export");
-  EXPECT_EQ(r["block_sparse"]["dense_panels"], "auto");
+  EXPECT_EQ(r["block_sparse"]["dense_panels"], "never");
   EXPECT_EQ(r["block_sparse"]["dense_max_rows"], 64);
   r.erase("lopper");
   trainers::Experiment again = trainers::parse_experiment(r, exp());

@@ -238,8 +238,9 @@ TEST_F(FinetunePrune, PruningStagesAreValidatedUpFront) {
   EXPECT_THROW(trainers::parse_experiment(missing, exp()), Error);
   // The inference packing's keys too (not a stage's, but checked as early).
   json panels = base;
-  panels["block_sparse"] = {{"dense_panels", "never"}};
-  EXPECT_EQ(trainers::parse_experiment(panels, exp()).block_sparse.dense_panels, nn::BlockSparseOptions::Panels::never);
+  panels["block_sparse"] = {{"dense_panels", "auto"}};
+  EXPECT_EQ(trainers::parse_experiment(panels, exp()).block_sparse.dense_panels,
+            nn::BlockSparseOptions::Panels::where_preferred);
   panels["block_sparse"] = {{"dense_panels", "sometimes"}};
   try {
     trainers::parse_experiment(panels, exp());
