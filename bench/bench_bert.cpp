@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   app.add_option("--dense-panels", dense_panels,
                  "forward on the CPU: dense Linears through the panel-packed GEMM where the CPU has no AVX-512 "
                  "(auto), always, or never (the default)")
-      ->check(CLI::IsMember({"auto", "always", "never"}));
+      ->check(CLI::IsMember(nn::BlockSparseOptions::panels_names()));
   bool verbose = false;
   apps::add_verbose(app, verbose);
   if (int code = apps::parse_args(app, argc, argv); code >= 0) return code;
@@ -75,10 +75,8 @@ int main(int argc, char** argv) {
     nn::BlockSparseOptions sparse_options;
     sparse_options.max_density = mode == "forward" ? block_sparse : 0.0;
     sparse_options.dense_max_rows = mode == "forward" ? dense_max_rows : 0;
-    using Panels = nn::BlockSparseOptions::Panels;
-    sparse_options.dense_panels = mode != "forward" || dense_panels == "never" ? Panels::never
-                                  : dense_panels == "always"                   ? Panels::always
-                                                                               : Panels::where_preferred;
+    sparse_options.dense_panels = mode == "forward" ? nn::BlockSparseOptions::panels_from_name(dense_panels)
+                                                    : nn::BlockSparseOptions::Panels::never;
     nn::BlockSparseScope sparse(model, sparse_options);
     if (verbose || sparse.sparse_count() > 0) std::fprintf(stderr, "%s\n", sparse.describe().c_str());
     int64_t panel_linears = 0;

@@ -8,6 +8,18 @@
 
 namespace lopper::nn {
 
+const std::vector<std::string>& BlockSparseOptions::panels_names() {
+  static const std::vector<std::string> names = {"auto", "always", "never"};
+  return names;
+}
+
+BlockSparseOptions::Panels BlockSparseOptions::panels_from_name(const std::string& name) {
+  if (name == "auto") return Panels::where_preferred;
+  if (name == "always") return Panels::always;
+  LOPPER_CHECK(name == "never", "[block_sparse] dense_panels '", name, "' is not auto, always or never");
+  return Panels::never;
+}
+
 BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& options) {
   LOPPER_CHECK(options.max_density >= 0.0 && options.max_density <= 1.0, "[block_sparse] max_density ",
                options.max_density, " is outside [0, 1]");
@@ -17,6 +29,9 @@ BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& opti
   const bool panels = options.dense_panels == Panels::always
                           ? panel_linear_built()
                           : options.dense_panels == Panels::where_preferred && panel_linear_preferred();
+  // Blocks matter for sparse weights, and for dense ones packed for short inputs; without
+  // either, no weight is scanned for them.
+  const bool want_blocks = options.max_density > 0.0 || (options.dense_max_rows > 0 && !panels);
   for (auto& [name, lin] : model.named_modules_of_type<Linear>()) {
     ++linears_;
     const Tensor& w = lin->weight.data();
@@ -24,13 +39,14 @@ BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& opti
     // The shape that skips the most: the lowest density (ties to the earlier listed one);
     // none when no listed block divides the weight.
     BlockSparseLayer best{name, 0, 0, 2.0};
-    for (auto [br, bc] : options.blocks) {
+    for (auto [br, bc] : want_blocks ? options.blocks : std::vector<std::pair<int64_t, int64_t>>{}) {
       LOPPER_CHECK(br > 0 && bc > 0, "[block_sparse] block (", br, ", ", bc, ") must be positive");
       if (w.size(0) % br != 0 || w.size(1) % bc != 0) continue;
       double d = block_density(w, br, bc);
       if (d < best.density) best = {name, br, bc, d};
     }
     const bool divides = best.density <= 1.0;
+    if (!divides) best.density = 1.0;  // all of it kept, as far as anyone can tell
     best.dense = !divides || best.density > options.max_density || options.max_density == 0.0;
     best.panels = best.dense && panels;
     const bool short_packed = best.dense && !best.panels && divides && options.dense_max_rows > 0;

@@ -26,6 +26,9 @@ struct BlockSparseOptions {
   // about 10% slower there while other VMs loaded the machine (docs/benchmarks.md).
   enum class Panels { where_preferred, always, never };
   Panels dense_panels = Panels::never;
+  // The names experiment files and bench_bert use: "auto", "always", "never".
+  static const std::vector<std::string>& panels_names();
+  static Panels panels_from_name(const std::string& name);  // throws for any other
   // Dense weights not in panels go through the block-sparse kernel for inputs of at most
   // this many rows (tokens in the batch); 0 keeps them on oneDNN always. The default is
   // where the two cross on the CPUs measured (docs/benchmarks.md).
@@ -35,7 +38,7 @@ struct BlockSparseOptions {
 struct BlockSparseLayer {
   std::string name;  // the Linear's Hugging Face name
   int64_t block_rows, block_cols;  // 0, 0 where no listed block divides the weight
-  double density;                   // kept blocks over all
+  double density;                   // kept blocks over all (1 where no listed block divides)
   bool dense = false;   // density above max_density: in panels, or packed for short inputs
   bool panels = false;  // dense, and packed in panels
 };

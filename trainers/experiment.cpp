@@ -164,13 +164,8 @@ Experiment parse_experiment(json j, const std::string& file) {
   e.block_sparse.max_density = bs.num("max_density", 0.6, 0, 1, "0 (off) to 1: the largest share of non-zero blocks");
   e.block_sparse.dense_max_rows = bs.integer("dense_max_rows", nn::BlockSparseOptions{}.dense_max_rows, 0, int64_t{1} << 40,
                                              "tokens in a batch, 0 (off) or more");
-  {
-    using Panels = nn::BlockSparseOptions::Panels;
-    const std::string panels = bs.choice("dense_panels", "never", {"auto", "always", "never"});
-    e.block_sparse.dense_panels = panels == "always" ? Panels::always
-                                  : panels == "never" ? Panels::never
-                                                      : Panels::where_preferred;
-  }
+  e.block_sparse.dense_panels = nn::BlockSparseOptions::panels_from_name(
+      bs.choice("dense_panels", "never", nn::BlockSparseOptions::panels_names()));
   {
     const json blocks = bs.value("blocks", {{32, 32}, {16, 16}});
     bool ok = blocks.is_array() && !blocks.empty();

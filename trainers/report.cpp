@@ -66,8 +66,9 @@ json Run::measure() {
     return json{{"seq_len", avg}, {"batch_1", forward_latency_ms(1, avg)}, {"batch_32", forward_latency_ms(32, avg)}};
   };
   // Inference as it runs on the CPU: sparse Linears in block-sparse form, dense ones packed
-  // in panels or for short inputs (block_sparse.dense_panels, dense_max_rows). With sparse layers, their latency, then
-  // the dense model's under a scope that packs every Linear dense; without, the one scope.
+  // in panels or for short inputs (block_sparse.dense_panels, dense_max_rows). With sparse
+  // layers, their latency, then the dense model's under a scope that packs every Linear
+  // dense; without, the one scope.
   std::optional<nn::BlockSparseScope> scope;
   if (device_.is_cpu()) scope.emplace(*model_, e_.block_sparse);
   if (scope && scope->sparse_count() > 0) {

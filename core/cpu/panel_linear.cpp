@@ -15,7 +15,7 @@ namespace {
 
 constexpr int64_t kW = PanelMatrix::kWidth;
 // Rows per block, at most: a block's rows of x (96 x 256 floats, 96 KB) stay in L2 while
-// // one panel's slice (256 x 16, 16 KB) is read from L1 by each of its 6-row tiles; the
+// one panel's slice (256 x 16, 16 KB) is read from L1 by each of its 6-row tiles; the
 // (row block, panel) pairs are split between the threads. 96 was level with 24 and 48 at 800
 // rows and faster at 64 (one block: every panel a work item) on a 2-core Zen 3
 // (bench_block_sparse BM_DenseWays, docs/benchmarks.md).
