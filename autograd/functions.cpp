@@ -1,6 +1,8 @@
 // Forward and backward of every differentiable function, side by side.
 #include "autograd/functions.h"
 
+#include "core/fused_attention.h"
+
 namespace lopper::ag {
 
 using G = std::vector<Tensor>;
@@ -261,6 +263,25 @@ Variable dropout(const Variable& x, double p, bool training, Generator& gen) {
   Shape sx = x.shape();
   return make_result(y, {x}, "dropout", [p, seed, offset, sx](const Tensor& gy) -> G {
     return {dropout_backward(gy, p, seed, offset).view(sx)};
+  });
+}
+
+Variable fused_attention(const Variable& q, const Variable& k, const Variable& v, const Tensor& additive_mask,
+                         double scale, double dropout_p, Generator* gen) {
+  LOPPER_CHECK(q.dim() == 4, "[fused_attention] q must be (B, H, T, D), got ", shape_str(q.shape()));
+  AttentionDropout drop;
+  if (dropout_p > 0) {
+    LOPPER_CHECK(gen, "[fused_attention] dropout p = ", dropout_p, " needs a generator");
+    LOPPER_CHECK(dropout_p < 1, "[fused_attention] dropout p = ", dropout_p, " outside [0, 1)");
+    uint64_t probs = static_cast<uint64_t>(q.size(0) * q.size(1) * q.size(2) * q.size(2));  // (B, H, T, T)
+    drop = {dropout_p, gen->seed(), gen->advance(probs)};
+  }
+  Tensor y = lopper::fused_attention_train(q.data(), k.data(), v.data(), additive_mask, scale, drop);
+  Tensor qd = q.data(), kd = k.data(), vd = v.data();
+  std::array<bool, 3> need = {q.requires_grad(), k.requires_grad(), v.requires_grad()};
+  return make_result(y, {q, k, v}, "fused_attention", [=](const Tensor& gy) -> G {
+    auto [gq, gk, gv] = fused_attention_backward(gy, qd, kd, vd, additive_mask, scale, drop, need);
+    return {gq, gk, gv};
   });
 }
 

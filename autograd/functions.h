@@ -63,4 +63,13 @@ Variable straight_through(const Variable& s, const Tensor& value);
 // Inverted dropout; identity when !training or p == 0. Backward regenerates the mask.
 Variable dropout(const Variable& x, double p, bool training, Generator& gen);
 
+// Attention on the CPU in one pass per (example, head): dropout_p-dropout(softmax(q kᵀ *
+// scale + additive_mask)) v, bitwise the composition of matmul, scale, add, softmax, dropout
+// and matmul above, gradients too, without keeping anything of size (B, H, T, T): the
+// backward recomputes the probabilities (core/fused_attention.h). q, k, v (B, H, T, D) f32
+// with unit stride along D; additive_mask broadcastable to (B, H, T, T) or undefined;
+// dropout_p > 0 draws B H T T counters from gen, as dropout would. -> (B, H, T, D).
+Variable fused_attention(const Variable& q, const Variable& k, const Variable& v, const Tensor& additive_mask,
+                         double scale, double dropout_p, Generator* gen);
+
 }  // namespace lopper::ag

@@ -14,13 +14,16 @@ Variable scaled_dot_product_attention(const Variable& q, const Variable& k, cons
                shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()),
                " must all be (B, H, T, D)");
   double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  // Inference on the CPU: one fused pass, the ops below to rounding (bitwise beyond 64
-  // tokens: core/fused_attention.h).
-  bool plain = !prob_mask.defined() && !prob_hook && !dropout_gen;
+  // On the CPU, without a probability mask or hook: one fused pass per (example, head).
+  // Inference: the ops below to rounding (bitwise beyond 64 tokens); training: bitwise the
+  // ops below, gradients too, with no (B, H, T, T) tensor kept (core/fused_attention.h).
+  bool fusable = !prob_mask.defined() && !prob_hook && q.data().device().is_cpu() && q.dtype() == DType::f32 &&
+                 (!additive_mask.defined() || additive_mask.dtype() == DType::f32) && q.data().stride(3) == 1 &&
+                 k.data().stride(3) == 1 && v.data().stride(3) == 1;
   bool no_grad = !q.requires_grad() && !k.requires_grad() && !v.requires_grad();
-  if (plain && no_grad && q.data().device().is_cpu() && q.dtype() == DType::f32 &&
-      (!additive_mask.defined() || additive_mask.dtype() == DType::f32))
+  if (fusable && no_grad && !dropout_gen)
     return Variable(fused_attention(q.data(), k.data(), v.data(), additive_mask, scale));
+  if (fusable) return ag::fused_attention(q, k, v, additive_mask, scale, dropout_gen ? dropout_p : 0.0, dropout_gen);
   Variable scores = ag::scale(ag::matmul(q, k, false, true), scale);  // (B, H, T, T)
   if (additive_mask.defined()) scores = ag::add(scores, Variable(additive_mask));
   Variable probs = ag::softmax(scores);  // (B, H, T, T)

@@ -19,9 +19,10 @@ using ProbHook = std::function<Variable(const Variable& probs, const Tensor& sco
 // negative drop) or undefined; prob_mask broadcastable to (B, H, T, T), multiplying the
 // probabilities (differentiable), or undefined; prob_hook, if set, after it; dropout of the
 // probabilities with rate dropout_p when dropout_gen is non-null. Returns (B, H, T, D).
-// With none of those and no gradient to record, on the CPU, it runs as one fused pass
-// (core/fused_attention.h; no (B, H, T, T) tensor; the same result to rounding, bitwise
-// beyond 64 tokens).
+// Without prob_mask and prob_hook, f32 on the CPU, it runs as one fused pass per (example,
+// head) that keeps no (B, H, T, T) tensor (core/fused_attention.h): with no gradient to
+// record and no dropout, the unfused result to rounding (bitwise beyond 64 tokens); when
+// training, bitwise the unfused ops, gradients and dropout draws too.
 Variable scaled_dot_product_attention(const Variable& q, const Variable& k, const Variable& v,
                                       const Tensor& additive_mask, const Variable& prob_mask = {},
                                       double dropout_p = 0.0, Generator* dropout_gen = nullptr,

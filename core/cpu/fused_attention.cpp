@@ -8,6 +8,7 @@
 #include "core/cpu/gemm_tile.h"
 #include "core/cpu/sgemm.h"
 #include "core/profile.h"
+#include "core/kernels/random.h"
 #include "core/kernels/rows.h"
 
 namespace lopper {
@@ -67,6 +68,85 @@ void check_operand(const Tensor& t, const Tensor& q, const char* what) {
                dtype_name(t.dtype()), " on ", t.device().str());
   LOPPER_CHECK(t.stride(3) == 1 || t.size(3) == 1, "[fused_attention] ", what, " needs unit stride along D");
 }
+
+// What every pass reads: q, k, v (B, H, T, D) and the mask expanded to (B, H, T, T) with
+// unit stride along keys, as pointers and strides.
+struct Operands {
+  int64_t B = 0, H = 0, T = 0, D = 0;
+  Tensor q, k, v, mask;
+  const float* mp = nullptr;
+  int64_t qs = 0, ks = 0, vs = 0;  // row strides
+  int64_t mstride[3] = {0, 0, 0};
+
+  Operands(const Tensor& q_, const Tensor& k_, const Tensor& v_, const Tensor& additive_mask)
+      : q(q_), k(k_), v(v_) {
+    LOPPER_CHECK(q.defined() && q.dim() == 4, "[fused_attention] q must be (B, H, T, D), got ",
+                 q.defined() ? shape_str(q.shape()) : std::string("undefined"));
+    check_operand(q, q, "q");
+    check_operand(k, q, "k");
+    check_operand(v, q, "v");
+    B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+    if (additive_mask.defined()) {
+      LOPPER_CHECK(additive_mask.dtype() == DType::f32 && additive_mask.device().is_cpu(),
+                   "[fused_attention] additive_mask must be f32 on the CPU, got ", dtype_name(additive_mask.dtype()));
+      mask = additive_mask.expand({B, H, T, T});
+      if (mask.stride(3) != 1) mask = mask.contiguous();
+      mp = mask.data<float>();
+      for (int i = 0; i < 3; ++i) mstride[i] = mask.stride(i);
+    }
+    qs = q.stride(2), ks = k.stride(2), vs = v.stride(2);
+  }
+  const float* at(const Tensor& t, int64_t b, int64_t h) const {
+    return t.data<float>() + b * t.stride(0) + h * t.stride(1);
+  }
+  const float* mask_row(int64_t b, int64_t h, int64_t i) const {
+    return mp ? mp + b * mstride[0] + h * mstride[1] + i * mstride[2] : nullptr;
+  }
+};
+
+// A (B, H, T, D) view of a new contiguous (B, T, H, D) tensor: merge_heads and split_heads'
+// backward read it without a copy.
+Tensor per_head_result(int64_t B, int64_t H, int64_t T, int64_t D) {
+  return Tensor::empty({B, T, H, D}).permute({0, 2, 1, 3});
+}
+float* at(Tensor& t, int64_t b, int64_t h) { return t.data<float>() + b * t.stride(0) + h * t.stride(1); }
+
+// Row i of one (example, head)'s scores -> probabilities in place: x * scale, + mask (m may
+// be null), softmax over tp >= T columns, those past T set to -inf (exp gives exactly 0:
+// whole vectors, no scalar tail). The unfused ops' arithmetic (the scale op, the add,
+// softmax_row), so bitwise theirs.
+void probs_row(float* row, int64_t T, int64_t tp, float s, const float* m) {
+  if (m) {
+#pragma omp simd
+    for (int64_t j = 0; j < T; ++j) row[j] = row[j] * s + m[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < T; ++j) row[j] = row[j] * s;
+  }
+  for (int64_t j = T; j < tp; ++j) row[j] = -std::numeric_limits<float>::infinity();
+  kernels::softmax_row(row, row, tp, false);
+}
+
+// One (example, head)'s probabilities (T, T) into p through dnnl_sgemm: the unfused
+// matmul's call for Q Kᵀ, then probs_row.
+void probs_by_sgemm(const Operands& o, int64_t b, int64_t h, float s, float* p) {
+  const kernels::GemmArgs scores{false, true, o.T, o.T, o.D, o.qs, o.ks, o.T};
+  cpu::sgemm(scores, o.at(o.q, b, h), o.at(o.k, b, h), p);
+  for (int64_t i = 0; i < o.T; ++i) probs_row(p + i * o.T, o.T, o.T, s, o.mask_row(b, h, i));
+}
+
+// y = dropout(x) over n elements whose first counter is drop.offset + first: lopper::dropout's
+// arithmetic (core/kernels/random.h).
+void dropout_run(const float* x, float* y, int64_t n, const AttentionDropout& drop, uint64_t first) {
+  const float p = static_cast<float>(drop.p), keep_scale = 1.0f / (1.0f - p);
+  const uint64_t c0 = drop.offset + first;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = kernels::dropout_value(x[i], keep_scale, drop.seed, c0 + i, p);
+}
+
+void check_dropout(const AttentionDropout& drop) {
+  LOPPER_CHECK(drop.p >= 0 && drop.p < 1, "[fused_attention] dropout p = ", drop.p, " outside [0, 1)");
+}
 }  // namespace
 
 bool fused_attention_own_kernels(int64_t t, int64_t d) {
@@ -81,35 +161,18 @@ bool fused_attention_own_kernels(int64_t t, int64_t d) {
 }
 
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& additive_mask, double scale) {
-  LOPPER_CHECK(q.defined() && q.dim() == 4, "[fused_attention] q must be (B, H, T, D), got ", shape_str(q.shape()));
-  check_operand(q, q, "q");
-  check_operand(k, q, "k");
-  check_operand(v, q, "v");
+  Operands o(q, k, v, additive_mask);
   ProfileScope profile("fused_attention", q.device());
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
-  Tensor out = Tensor::empty({B, T, H, D});
-  Tensor o = out.permute({0, 2, 1, 3});  // (B, H, T, D)
-  if (out.numel() == 0) return o;
-  Tensor mask;
-  if (additive_mask.defined()) {
-    LOPPER_CHECK(additive_mask.dtype() == DType::f32 && additive_mask.device().is_cpu(),
-                 "[fused_attention] additive_mask must be f32 on the CPU, got ", dtype_name(additive_mask.dtype()));
-    mask = additive_mask.expand({B, H, T, T});
-    if (mask.stride(3) != 1) mask = mask.contiguous();
-  }
+  const int64_t B = o.B, H = o.H, T = o.T, D = o.D;
+  Tensor out = per_head_result(B, H, T, D);
+  if (out.numel() == 0) return out;
   const float s = static_cast<float>(scale);
-  const float *qp = q.data<float>(), *kp = k.data<float>(), *vp = v.data<float>();
-  const float* mp = mask.defined() ? mask.data<float>() : nullptr;
-  float* op = o.data<float>();
   // Short sequences: the hand-written products, K transposed per pair into (D, Tp) with
   // Tp = T rounded up to 8 (zero columns past T), the scores' row stride; else dnnl_sgemm.
   const bool small = fused_attention_own_kernels(T, D);
   const int64_t tp = small ? (T + 7) / 8 * 8 : T;
-  // Scores of one (b, h): T x T = Q Kᵀ; output rows: P V into o's (T, D) with o's row stride.
-  const int64_t mstride[3] = {mp ? mask.stride(0) : 0, mp ? mask.stride(1) : 0, mp ? mask.stride(2) : 0};
-  const int64_t qs = q.stride(2), ks = k.stride(2), vs = v.stride(2), os = o.stride(2);  // row strides
-  kernels::GemmArgs scores{false, true, T, T, D, qs, ks, T};
-  kernels::GemmArgs times_v{false, false, T, D, T, T, vs, os};
+  const int64_t os = out.stride(2);
+  const kernels::GemmArgs times_v{false, false, T, D, T, T, o.vs, os};  // P V into out's rows
 #pragma omp parallel if (B * H > 1)
   {
     std::vector<float> p(static_cast<size_t>(T * tp));
@@ -117,35 +180,100 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h) {
-        const float* qbh = qp + b * q.stride(0) + h * q.stride(1);
-        const float* kbh = kp + b * k.stride(0) + h * k.stride(1);
-        const float* vbh = vp + b * v.stride(0) + h * v.stride(1);
-        float* obh = op + b * o.stride(0) + h * o.stride(1);
+        const float* vbh = o.at(o.v, b, h);
+        float* obh = at(out, b, h);
         if (small) {
-          transpose_k(kbh, ks, T, D, kt.data(), tp);
-          small_gemm(T, tp, D, qbh, qs, kt.data(), tp, p.data(), tp);
+          transpose_k(o.at(o.k, b, h), o.ks, T, D, kt.data(), tp);
+          small_gemm(T, tp, D, o.at(o.q, b, h), o.qs, kt.data(), tp, p.data(), tp);
+          for (int64_t i = 0; i < T; ++i) probs_row(p.data() + i * tp, T, tp, s, o.mask_row(b, h, i));
+          small_gemm(T, D, T, p.data(), tp, vbh, o.vs, obh, os);
         } else {
-          cpu::sgemm(scores, qbh, kbh, p.data());
+          probs_by_sgemm(o, b, h, s, p.data());
+          cpu::sgemm(times_v, p.data(), vbh, obh);
         }
-        for (int64_t i = 0; i < T; ++i) {
-          float* row = p.data() + i * tp;
-          if (mp) {
-            const float* m = mp + b * mstride[0] + h * mstride[1] + i * mstride[2];
-#pragma omp simd
-            for (int64_t j = 0; j < T; ++j) row[j] = row[j] * s + m[j];
-          } else {
-#pragma omp simd
-            for (int64_t j = 0; j < T; ++j) row[j] = row[j] * s;
-          }
-          // Padding columns as -inf (exp gives exactly 0): whole vectors, no scalar tail.
-          for (int64_t j = T; j < tp; ++j) row[j] = -std::numeric_limits<float>::infinity();
-          kernels::softmax_row(row, row, tp, false);
-        }
-        if (small) small_gemm(T, D, T, p.data(), tp, vbh, vs, obh, os);
-        else cpu::sgemm(times_v, p.data(), vbh, obh);
       }
   }
-  return o;
+  return out;
+}
+
+Tensor fused_attention_train(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& additive_mask,
+                             double scale, const AttentionDropout& drop) {
+  Operands o(q, k, v, additive_mask);
+  check_dropout(drop);
+  ProfileScope profile("fused_attention.train", q.device());
+  const int64_t B = o.B, H = o.H, T = o.T, D = o.D;
+  Tensor out = per_head_result(B, H, T, D);
+  if (out.numel() == 0) return out;
+  const float s = static_cast<float>(scale);
+  const kernels::GemmArgs times_v{false, false, T, D, T, T, o.vs, out.stride(2)};  // Pd V
+#pragma omp parallel if (B * H > 1)
+  {
+    std::vector<float> p(static_cast<size_t>(T * T));  // (T, T): P, then dropout(P)
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        probs_by_sgemm(o, b, h, s, p.data());
+        if (drop.p > 0) dropout_run(p.data(), p.data(), T * T, drop, static_cast<uint64_t>((b * H + h) * T * T));
+        cpu::sgemm(times_v, p.data(), o.at(o.v, b, h), at(out, b, h));
+      }
+  }
+  return out;
+}
+
+std::array<Tensor, 3> fused_attention_backward(const Tensor& gy_in, const Tensor& q, const Tensor& k, const Tensor& v,
+                                               const Tensor& additive_mask, double scale, const AttentionDropout& drop,
+                                               std::array<bool, 3> need) {
+  Operands o(q, k, v, additive_mask);
+  check_dropout(drop);
+  LOPPER_CHECK(gy_in.defined() && gy_in.shape() == q.shape() && gy_in.dtype() == DType::f32 && gy_in.device().is_cpu(),
+               "[fused_attention backward] gy ", gy_in.defined() ? shape_str(gy_in.shape()) : std::string("undefined"),
+               " must be f32 on the CPU, shaped like q ", shape_str(q.shape()));
+  ProfileScope profile("fused_attention.backward", q.device());
+  const int64_t B = o.B, H = o.H, T = o.T, D = o.D;
+  const Tensor gy = gy_in.stride(3) == 1 || D == 1 ? gy_in : gy_in.contiguous();
+  std::array<Tensor, 3> g;
+  for (int i = 0; i < 3; ++i)
+    if (need[i]) g[i] = per_head_result(B, H, T, D);
+  if (q.numel() == 0) {
+    for (Tensor& t : g)
+      if (t.defined()) t.zero_();
+    return g;
+  }
+  const bool want_scores = need[0] || need[1];
+  const int64_t gs = gy.stride(2);
+  // The unfused backward's calls (autograd matmul), transposes and all:
+  const kernels::GemmArgs dv_args{true, false, T, D, T, T, gs, need[2] ? g[2].stride(2) : 0};   // dV = Pdᵀ dO
+  const kernels::GemmArgs dpd_args{false, true, T, T, D, gs, o.vs, T};                           // dPd = dO Vᵀ
+  const kernels::GemmArgs dq_args{false, false, T, D, T, T, o.ks, need[0] ? g[0].stride(2) : 0};  // dQ = dS K
+  const kernels::GemmArgs dk_args{true, false, T, D, T, T, o.qs, need[1] ? g[1].stride(2) : 0};   // dK = dSᵀ Q
+  const float s = static_cast<float>(scale);
+  const bool dropping = drop.p > 0;
+#pragma omp parallel if (B * H > 1)
+  {
+    // (T, T) each, in cache per (example, head): P recomputed, dropout(P), and the gradient
+    // dPd -> dP -> dS in place.
+    std::vector<float> p(static_cast<size_t>(T * T)), pd(dropping ? static_cast<size_t>(T * T) : 0),
+        ds(want_scores ? static_cast<size_t>(T * T) : 0);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const uint64_t first = static_cast<uint64_t>((b * H + h) * T * T);
+        const float* gbh = gy.data<float>() + b * gy.stride(0) + h * gy.stride(1);
+        probs_by_sgemm(o, b, h, s, p.data());
+        if (dropping) dropout_run(p.data(), pd.data(), T * T, drop, first);
+        if (need[2]) cpu::sgemm(dv_args, dropping ? pd.data() : p.data(), gbh, at(g[2], b, h));
+        if (!want_scores) continue;
+        cpu::sgemm(dpd_args, gbh, o.at(o.v, b, h), ds.data());
+        if (dropping) dropout_run(ds.data(), ds.data(), T * T, drop, first);  // dropout's backward: the same mask
+        for (int64_t i = 0; i < T; ++i)
+          kernels::softmax_backward_row(p.data() + i * T, ds.data() + i * T, ds.data() + i * T, T, false);
+#pragma omp simd
+        for (int64_t e = 0; e < T * T; ++e) ds[e] = ds[e] * s;  // the scale op's backward
+        if (need[0]) cpu::sgemm(dq_args, ds.data(), o.at(o.k, b, h), at(g[0], b, h));
+        if (need[1]) cpu::sgemm(dk_args, ds.data(), o.at(o.q, b, h), at(g[1], b, h));
+      }
+  }
+  return g;
 }
 
 }  // namespace lopper

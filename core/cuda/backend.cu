@@ -149,7 +149,7 @@ template <class T>
 __global__ void dropout_kernel(int64_t n, const T* x, T* y, float p, uint64_t seed, uint64_t offset) {
   T keep_scale = T(1) / (T(1) - T(p));
   LOPPER_GRID_LOOP(i, n) {
-    y[i] = dropout_keep(seed, offset + static_cast<uint64_t>(i), p) ? x[i] * keep_scale : T(0);
+    y[i] = dropout_value(x[i], keep_scale, seed, offset + static_cast<uint64_t>(i), p);
   }
 }
 

@@ -32,7 +32,7 @@ LOPPER_HOST_DEVICE double normal01(uint64_t seed, uint64_t counter) {
   double u1 = uniform01_f64(seed, 2 * counter);
   double u2 = uniform01_f64(seed, 2 * counter + 1);
   if (u1 < 1e-300) u1 = 1e-300;
-  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+  return ::sqrt(-2.0 * ::log(u1)) * ::cos(6.283185307179586 * u2);  // ::, not lopper::log on Tensors
 }
 
 // 32-bit variant for the hot path (dropout): only 32-bit multiplies, so the CPU loop
@@ -56,6 +56,15 @@ LOPPER_HOST_DEVICE uint32_t random_bits32(uint64_t seed, uint64_t counter) {
 // Element i kept by dropout with probability 1 - p (24-bit uniform).
 LOPPER_HOST_DEVICE bool dropout_keep(uint64_t seed, uint64_t counter, float p) {
   return static_cast<float>(random_bits32(seed, counter) >> 8) * (1.0f / 16777216.0f) >= p;
+}
+
+// Inverted dropout of element `counter`: x / (1 - p) where kept, else 0; keep_scale is
+// T(1) / (T(1) - T(p)). The product is taken either way: a select, not a branch, so loops
+// over it vectorize.
+template <class T>
+LOPPER_HOST_DEVICE T dropout_value(T x, T keep_scale, uint64_t seed, uint64_t counter, float p) {
+  T kept = x * keep_scale;
+  return dropout_keep(seed, counter, p) ? kept : T(0);
 }
 
 }  // namespace lopper::kernels

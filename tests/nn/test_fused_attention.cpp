@@ -1,13 +1,20 @@
 // The fused inference attention (core/fused_attention.h) against the unfused ops it
 // replaces (bitwise where it calls the same sgemm, to rounding where it runs its own
-// products) and against attention computed in double precision from its definition; and a
-// whole BERT forward without gradients (fused) against one with them (unfused).
+// products) and against attention computed in double precision from its definition; a
+// whole BERT forward without gradients (fused) against one with them; and the fused
+// training attention, forward, gradients and dropout draws, bitwise against the unfused
+// ops (which the gradchecks cover), also through a whole BERT training step.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include <omp.h>
+
+#include "autograd/functions.h"
 #include "core/fused_attention.h"
+#include "core/kernels/random.h"
 #include "core/ops.h"
 #include "nn/attention.h"
 #include "nn/bert.h"
@@ -49,6 +56,32 @@ struct Case {
   bool padded;
 };
 
+// (B, 1, 1, T) additive mask: example e keeps its first t - e keys (at least 1).
+Tensor padding_mask(int64_t b, int64_t t) {
+  std::vector<int64_t> m(b * t, 1);
+  for (int64_t e = 0; e < b; ++e)
+    for (int64_t j = std::max<int64_t>(1, t - e); j < t; ++j) m[e * t + j] = 0;
+  return nn::additive_attention_mask(Tensor::from_vector(m, {b, t}), DType::f32);
+}
+
+// What a probability hook that changes nothing makes nn's attention run: the unfused ops.
+Variable unchanged(const Variable& p, const Tensor&, const Tensor&) { return p; }
+
+// How many nodes of y's graph are named `name`.
+int count_nodes(const Variable& y, const std::string& name) {
+  int n = 0;
+  std::vector<const Node*> todo{y.grad_fn().get()}, seen;
+  while (!todo.empty()) {
+    const Node* node = todo.back();
+    todo.pop_back();
+    if (!node || std::find(seen.begin(), seen.end(), node) != seen.end()) continue;
+    seen.push_back(node);
+    n += name == node->name;
+    for (const auto& in : node->inputs) todo.push_back(in->grad_fn.get());
+  }
+  return n;
+}
+
 }  // namespace
 
 TEST(FusedAttention, EqualsTheUnfusedOpsAndTheDefinition) {
@@ -63,13 +96,7 @@ TEST(FusedAttention, EqualsTheUnfusedOpsAndTheDefinition) {
     Tensor qkv = normal({c.b, c.t, 3, c.h * c.d}, 0, 1, g);
     auto heads = [&](int i) { return Variable(qkv.select(2, i)); };
     Variable q = nn::split_heads(heads(0), c.h), k = nn::split_heads(heads(1), c.h), v = nn::split_heads(heads(2), c.h);
-    Tensor mask;
-    if (c.padded) {  // example e keeps its first t - e keys (at least 1)
-      std::vector<int64_t> m(c.b * c.t, 1);
-      for (int64_t e = 0; e < c.b; ++e)
-        for (int64_t j = std::max<int64_t>(1, c.t - e); j < c.t; ++j) m[e * c.t + j] = 0;
-      mask = nn::additive_attention_mask(Tensor::from_vector(m, {c.b, c.t}), DType::f32);
-    }
+    Tensor mask = c.padded ? padding_mask(c.b, c.t) : Tensor();
     double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
     Tensor fused = fused_attention(q.data(), k.data(), v.data(), mask, scale);
     ASSERT_EQ(fused.shape(), (Shape{c.b, c.h, c.t, c.d}));
@@ -121,4 +148,97 @@ TEST(FusedAttention, BadInputIsAClearError) {
   EXPECT_THROW(fused_attention(q, Tensor::zeros({1, 2, 3, 5}), q, Tensor(), 1.0), Error);
   EXPECT_THROW(fused_attention(q.to(DType::f64), q.to(DType::f64), q.to(DType::f64), Tensor(), 1.0), Error);
   EXPECT_THROW(fused_attention(q.transpose(2, 3), q.transpose(2, 3), q.transpose(2, 3), Tensor(), 1.0), Error);
+}
+
+TEST(FusedAttention, TrainingEqualsTheUnfusedOpsBitwise) {
+  // Lengths below, at and past the inference kernels' 64, a single token, a mask or none;
+  // dropout off and on; one and two threads.
+  for (Case c : {Case{2, 3, 7, 8, true}, Case{1, 12, 25, 32, false}, Case{2, 2, 64, 64, true}, Case{2, 4, 1, 8, false},
+                 Case{1, 2, 70, 16, true}, Case{2, 2, 128, 32, true}})
+    for (double p : {0.0, 0.1})
+      for (int threads : {1, 2}) {
+        SCOPED_TRACE(::testing::Message() << c.b << "x" << c.h << "x" << c.t << "x" << c.d
+                                          << (c.padded ? " padded" : "") << " p " << p << " threads " << threads);
+        omp_set_num_threads(threads);
+        Tensor mask = c.padded ? padding_mask(c.b, c.t) : Tensor();
+        double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+        Generator g(11);
+        Tensor qkv0 = normal({c.b, c.t, 3, c.h * c.d}, 0, 1, g);
+        Tensor up = normal({c.b, c.h, c.t, c.d}, 0, 1, g);  // the gradient arriving from above
+        struct Run {
+          Tensor out, grad;
+          uint64_t offset;
+        };
+        auto run = [&](bool fused) {
+          Variable qkv(qkv0.clone(), true);  // the Q, K and V Linears' outputs, as split_heads sees them
+          auto heads = [&](int i) { return nn::split_heads(ag::select(qkv, 2, i), c.h); };
+          Generator drop(5);
+          Variable y = nn::scaled_dot_product_attention(heads(0), heads(1), heads(2), mask, {}, p,
+                                                        p > 0 ? &drop : nullptr, fused ? nn::ProbHook() : unchanged);
+          EXPECT_STREQ(y.grad_fn()->name, fused ? "fused_attention" : "matmul");  // the path meant
+          Tensor out = y.data().contiguous();
+          nn::merge_heads(y).backward(up.permute({0, 2, 1, 3}).contiguous().reshape({c.b, c.t, c.h * c.d}));
+          return Run{out, qkv.grad(), drop.offset()};
+        };
+        Run fused = run(true), unfused = run(false);
+        EXPECT_EQ(max_abs_diff(fused.out, unfused.out), 0.0);
+        EXPECT_EQ(max_abs_diff(fused.grad, unfused.grad), 0.0);  // dq, dk and dv
+        EXPECT_EQ(fused.offset, unfused.offset);  // the same counters drawn
+        EXPECT_GT(max_abs_diff(fused.grad, Tensor::zeros(fused.grad.shape())), 0.0);
+      }
+  omp_set_num_threads(2);
+}
+
+TEST(FusedAttention, TrainingDropsTheProbabilitiesItIsToldTo) {
+  // Closed form: with q = k = 0 every probability row is uniform (1/T) and v = 1, so a
+  // row of the output is (kept keys) / (T (1 - p)); without dropout, exactly 1 (T a power
+  // of two: 1/T and the sums exact).
+  const int64_t B = 2, H = 3, T = 32, D = 8;
+  const double p = 0.25;
+  Variable q(Tensor::zeros({B, H, T, D}), true), v(Tensor::ones({B, H, T, D}), true);
+  Generator gen(3);
+  Tensor out = ag::fused_attention(q, q, v, Tensor(), 0.5, p, &gen).data();
+  EXPECT_EQ(gen.offset(), static_cast<uint64_t>(B * H * T * T));
+  std::vector<double> o = out.contiguous().to_vector<double>();
+  for (int64_t r = 0; r < B * H * T; ++r) {
+    int64_t kept = 0;
+    for (int64_t j = 0; j < T; ++j) kept += kernels::dropout_keep(3, r * T + j, static_cast<float>(p));
+    EXPECT_NEAR(o[r * D], kept / (T * (1 - p)), 1e-6) << "row " << r;
+  }
+  Tensor none = ag::fused_attention(q, q, v, Tensor(), 0.5, 0.0, nullptr).data();
+  EXPECT_EQ(max_abs_diff(none, Tensor::ones({B, H, T, D})), 0.0);
+}
+
+TEST(FusedAttention, BertTrainingStepEqualsTheUnfusedOpsBitwise) {
+  // A training-mode forward with dropout and its backward through the tiny BERT: with the
+  // fused attention, and with every layer sent down the unfused ops by a hook that changes
+  // nothing. Loss and every parameter's gradient bit for bit.
+  Loaded t;
+  const nn::StateDict& r = t.ref;
+  t.model.train();
+  auto step = [&](bool fused) {
+    for (auto& layer : *t.model.bert->encoder->layer)
+      layer->attention->self->prob_hook = fused ? nn::ProbHook() : unchanged;
+    for (Variable& w : t.model.parameters()) w.zero_grad();
+    Generator drop(9);
+    Variable logits = t.model.forward(r.at("input_ids"), r.at("token_type_ids"), r.at("attention_mask"), {&drop});
+    Variable loss = t.model.loss(logits, Tensor::from_vector(std::vector<int64_t>(logits.size(0), 1), {logits.size(0)}));
+    EXPECT_EQ(count_nodes(loss, "fused_attention"), fused ? t.cfg.num_hidden_layers : 0);
+    loss.backward();
+    std::vector<Tensor> grads{loss.data()};
+    for (Variable& w : t.model.parameters()) grads.push_back(w.grad().clone());
+    return grads;
+  };
+  std::vector<Tensor> fused = step(true), unfused = step(false);
+  ASSERT_EQ(fused.size(), unfused.size());
+  for (size_t i = 0; i < fused.size(); ++i) EXPECT_EQ(max_abs_diff(fused[i], unfused[i]), 0.0) << "tensor " << i;
+}
+
+TEST(FusedAttention, TrainingBadInputIsAClearError) {
+  Variable q(Tensor::zeros({1, 2, 3, 4}), true);
+  Generator gen(1);
+  EXPECT_THROW(ag::fused_attention(q, Variable(Tensor::zeros({1, 2, 3, 5})), q, Tensor(), 1.0, 0.0, nullptr), Error);
+  EXPECT_THROW(ag::fused_attention(q, q, q, Tensor(), 1.0, 0.1, nullptr), Error);  // dropout without a generator
+  EXPECT_THROW(ag::fused_attention(q, q, q, Tensor(), 1.0, 1.0, &gen), Error);
+  EXPECT_THROW(ag::fused_attention(Variable(Tensor::zeros({2, 3, 4})), q, q, Tensor(), 1.0, 0.0, nullptr), Error);
 }
