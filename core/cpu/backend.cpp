@@ -240,9 +240,7 @@ void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t 
     scalar_t* yp = y.data<scalar_t>();
     scalar_t keep_scale = scalar_t(1) / (scalar_t(1) - scalar_t(p));
     parallel_for(x.numel(), kElementGrain, [&](int64_t begin, int64_t end) {
-#pragma omp simd
-      for (int64_t i = begin; i < end; ++i)
-        yp[i] = dropout_value(xp[i], keep_scale, seed, offset + static_cast<uint64_t>(i), p);
+      dropout_span(xp + begin, yp + begin, end - begin, keep_scale, seed, offset + static_cast<uint64_t>(begin), p);
     });
   });
 }

@@ -114,14 +114,15 @@ float* at(Tensor& t, int64_t b, int64_t h) { return t.data<float>() + b * t.stri
 // Row i of one (example, head)'s scores -> probabilities in place: x * scale, + mask (m may
 // be null), softmax over tp >= T columns, those past T set to -inf (exp gives exactly 0:
 // whole vectors, no scalar tail). The unfused ops' arithmetic (the scale op, the add,
-// softmax_row), so bitwise theirs.
+// softmax_row), so bitwise theirs: the product is stored before the mask is added, in a
+// loop of its own, or the compiler contracts x * scale + m into one FMA (one rounding, not
+// two; equal only where m is 0 or huge, as padding masks are).
 void probs_row(float* row, int64_t T, int64_t tp, float s, const float* m) {
+#pragma omp simd
+  for (int64_t j = 0; j < T; ++j) row[j] = row[j] * s;
   if (m) {
 #pragma omp simd
-    for (int64_t j = 0; j < T; ++j) row[j] = row[j] * s + m[j];
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < T; ++j) row[j] = row[j] * s;
+    for (int64_t j = 0; j < T; ++j) row[j] = row[j] + m[j];
   }
   for (int64_t j = T; j < tp; ++j) row[j] = -std::numeric_limits<float>::infinity();
   kernels::softmax_row(row, row, tp, false);
@@ -137,11 +138,9 @@ void probs_by_sgemm(const Operands& o, int64_t b, int64_t h, float s, float* p) 
 
 // y = dropout(x) over n elements whose first counter is drop.offset + first: lopper::dropout's
 // arithmetic (core/kernels/random.h).
+float keep_scale(const AttentionDropout& drop) { return 1.0f / (1.0f - static_cast<float>(drop.p)); }
 void dropout_run(const float* x, float* y, int64_t n, const AttentionDropout& drop, uint64_t first) {
-  const float p = static_cast<float>(drop.p), keep_scale = 1.0f / (1.0f - p);
-  const uint64_t c0 = drop.offset + first;
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] = kernels::dropout_value(x[i], keep_scale, drop.seed, c0 + i, p);
+  kernels::dropout_span(x, y, n, keep_scale(drop), drop.seed, drop.offset + first, static_cast<float>(drop.p));
 }
 
 void check_dropout(const AttentionDropout& drop) {
@@ -252,19 +251,25 @@ std::array<Tensor, 3> fused_attention_backward(const Tensor& gy_in, const Tensor
   {
     // (T, T) each, in cache per (example, head): P recomputed, dropout(P), and the gradient
     // dPd -> dP -> dS in place.
+    // The dropout mask is drawn once and applied to both.
     std::vector<float> p(static_cast<size_t>(T * T)), pd(dropping ? static_cast<size_t>(T * T) : 0),
-        ds(want_scores ? static_cast<size_t>(T * T) : 0);
+        mask(dropping ? static_cast<size_t>(T * T) : 0), ds(want_scores ? static_cast<size_t>(T * T) : 0);
+    const float ks = keep_scale(drop);
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h) {
         const uint64_t first = static_cast<uint64_t>((b * H + h) * T * T);
         const float* gbh = gy.data<float>() + b * gy.stride(0) + h * gy.stride(1);
         probs_by_sgemm(o, b, h, s, p.data());
-        if (dropping) dropout_run(p.data(), pd.data(), T * T, drop, first);
+        if (dropping) {
+          kernels::dropout_mask_span(mask.data(), T * T, ks, drop.seed, drop.offset + first,
+                                     static_cast<float>(drop.p));
+          kernels::dropout_apply(mask.data(), p.data(), pd.data(), T * T, ks);
+        }
         if (need[2]) cpu::sgemm(dv_args, dropping ? pd.data() : p.data(), gbh, at(g[2], b, h));
         if (!want_scores) continue;
         cpu::sgemm(dpd_args, gbh, o.at(o.v, b, h), ds.data());
-        if (dropping) dropout_run(ds.data(), ds.data(), T * T, drop, first);  // dropout's backward: the same mask
+        if (dropping) kernels::dropout_apply(mask.data(), ds.data(), ds.data(), T * T, ks);  // dropout's backward
         for (int64_t i = 0; i < T; ++i)
           kernels::softmax_backward_row(p.data() + i * T, ds.data() + i * T, ds.data() + i * T, T, false);
 #pragma omp simd

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/kernels/random.h"
 #include "core/ops.h"
 
 using namespace lopper;
@@ -62,4 +63,28 @@ TEST(Random, DropoutKeepsRateScalesAndReplaysForBackward) {
   // The backward regenerates the same mask from (seed, offset).
   Tensor gx = dropout_backward(Tensor::ones({200000}), 0.25, g.seed(), offset);
   EXPECT_EQ(max_abs_diff(gx, y), 0.0);
+}
+
+TEST(Random, DropoutSpanIsTheElementwiseRuleAcrossAHighWordWrap) {
+  // dropout_span (and dropout_mask_span) take the high word's key once per 2^32 counters; element by element,
+  // dropout_value recomputes it. Counters from 2^32 - 700 to 2^32 + 1300 cross one wrap.
+  const int64_t n = 2000;
+  const uint64_t seed = 0x1234567890abcdefull, first = (uint64_t(1) << 32) - 700;
+  const float p = 0.3f, keep_scale = 1.0f / (1.0f - p);
+  std::vector<float> x(n), y(n);
+  for (int64_t i = 0; i < n; ++i) x[i] = 1.0f + 0.001f * static_cast<float>(i);
+  kernels::dropout_span(x.data(), y.data(), n, keep_scale, seed, first, p);
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_EQ(y[i], kernels::dropout_value(x[i], keep_scale, seed, first + i, p)) << "element " << i;
+    kept += y[i] != 0.0f;
+  }
+  EXPECT_NEAR(static_cast<double>(kept) / n, 1 - p, 0.05);  // binomial sd 0.01
+  // The same draws as a mask applied afterwards (the fused attention's backward), and in place.
+  std::vector<float> mask(n), z(n);
+  kernels::dropout_mask_span(mask.data(), n, keep_scale, seed, first, p);
+  kernels::dropout_apply(mask.data(), x.data(), z.data(), n, keep_scale);
+  EXPECT_EQ(z, y);
+  kernels::dropout_span(x.data(), x.data(), n, keep_scale, seed, first, p);
+  EXPECT_EQ(x, y);
 }

@@ -151,41 +151,45 @@ TEST(FusedAttention, BadInputIsAClearError) {
 }
 
 TEST(FusedAttention, TrainingEqualsTheUnfusedOpsBitwise) {
-  // Lengths below, at and past the inference kernels' 64, a single token, a mask or none;
-  // dropout off and on; one and two threads.
+  // Lengths below, at and past the inference kernels' 64, a single token, a padding mask or
+  // one of arbitrary values; dropout off and on; one and two threads.
   for (Case c : {Case{2, 3, 7, 8, true}, Case{1, 12, 25, 32, false}, Case{2, 2, 64, 64, true}, Case{2, 4, 1, 8, false},
                  Case{1, 2, 70, 16, true}, Case{2, 2, 128, 32, true}})
     for (double p : {0.0, 0.1})
-      for (int threads : {1, 2}) {
-        SCOPED_TRACE(::testing::Message() << c.b << "x" << c.h << "x" << c.t << "x" << c.d
-                                          << (c.padded ? " padded" : "") << " p " << p << " threads " << threads);
-        omp_set_num_threads(threads);
-        Tensor mask = c.padded ? padding_mask(c.b, c.t) : Tensor();
-        double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
-        Generator g(11);
-        Tensor qkv0 = normal({c.b, c.t, 3, c.h * c.d}, 0, 1, g);
-        Tensor up = normal({c.b, c.h, c.t, c.d}, 0, 1, g);  // the gradient arriving from above
-        struct Run {
-          Tensor out, grad;
-          uint64_t offset;
-        };
-        auto run = [&](bool fused) {
-          Variable qkv(qkv0.clone(), true);  // the Q, K and V Linears' outputs, as split_heads sees them
-          auto heads = [&](int i) { return nn::split_heads(ag::select(qkv, 2, i), c.h); };
-          Generator drop(5);
-          Variable y = nn::scaled_dot_product_attention(heads(0), heads(1), heads(2), mask, {}, p,
-                                                        p > 0 ? &drop : nullptr, fused ? nn::ProbHook() : unchanged);
-          EXPECT_STREQ(y.grad_fn()->name, fused ? "fused_attention" : "matmul");  // the path meant
-          Tensor out = y.data().contiguous();
-          nn::merge_heads(y).backward(up.permute({0, 2, 1, 3}).contiguous().reshape({c.b, c.t, c.h * c.d}));
-          return Run{out, qkv.grad(), drop.offset()};
-        };
-        Run fused = run(true), unfused = run(false);
-        EXPECT_EQ(max_abs_diff(fused.out, unfused.out), 0.0);
-        EXPECT_EQ(max_abs_diff(fused.grad, unfused.grad), 0.0);  // dq, dk and dv
-        EXPECT_EQ(fused.offset, unfused.offset);  // the same counters drawn
-        EXPECT_GT(max_abs_diff(fused.grad, Tensor::zeros(fused.grad.shape())), 0.0);
-      }
+      for (int threads : {1, 2})
+        for (bool any_mask : {false, true}) {
+          SCOPED_TRACE(::testing::Message() << c.b << "x" << c.h << "x" << c.t << "x" << c.d
+                                            << (any_mask ? " mask of any values" : c.padded ? " padded" : "") << " p "
+                                            << p << " threads " << threads);
+          omp_set_num_threads(threads);
+          Generator g(11);
+          // Padding masks are 0 or the lowest float, where x * scale + m rounds the same with
+          // and without an FMA; an additive mask of any values (a bias per key) would not.
+          Tensor mask = any_mask ? uniform({c.b, 1, 1, c.t}, -3, 3, g) : c.padded ? padding_mask(c.b, c.t) : Tensor();
+          double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+          Tensor qkv0 = normal({c.b, c.t, 3, c.h * c.d}, 0, 1, g);
+          Tensor up = normal({c.b, c.h, c.t, c.d}, 0, 1, g);  // the gradient arriving from above
+          struct Run {
+            Tensor out, grad;
+            uint64_t offset;
+          };
+          auto run = [&](bool fused) {
+            Variable qkv(qkv0.clone(), true);  // the Q, K and V Linears' outputs, as split_heads sees them
+            auto heads = [&](int i) { return nn::split_heads(ag::select(qkv, 2, i), c.h); };
+            Generator drop(5);
+            Variable y = nn::scaled_dot_product_attention(heads(0), heads(1), heads(2), mask, {}, p,
+                                                          p > 0 ? &drop : nullptr, fused ? nn::ProbHook() : unchanged);
+            EXPECT_STREQ(y.grad_fn()->name, fused ? "fused_attention" : "matmul");  // the path meant
+            Tensor out = y.data().contiguous();
+            nn::merge_heads(y).backward(up.permute({0, 2, 1, 3}).contiguous().reshape({c.b, c.t, c.h * c.d}));
+            return Run{out, qkv.grad(), drop.offset()};
+          };
+          Run fused = run(true), unfused = run(false);
+          EXPECT_EQ(max_abs_diff(fused.out, unfused.out), 0.0);
+          EXPECT_EQ(max_abs_diff(fused.grad, unfused.grad), 0.0);  // dq, dk and dv
+          EXPECT_EQ(fused.offset, unfused.offset);  // the same counters drawn
+          EXPECT_GT(max_abs_diff(fused.grad, Tensor::zeros(fused.grad.shape())), 0.0);
+        }
   omp_set_num_threads(2);
 }
 
@@ -222,7 +226,8 @@ TEST(FusedAttention, BertTrainingStepEqualsTheUnfusedOpsBitwise) {
     for (Variable& w : t.model.parameters()) w.zero_grad();
     Generator drop(9);
     Variable logits = t.model.forward(r.at("input_ids"), r.at("token_type_ids"), r.at("attention_mask"), {&drop});
-    Variable loss = t.model.loss(logits, Tensor::from_vector(std::vector<int64_t>(logits.size(0), 1), {logits.size(0)}));
+    Tensor labels = Tensor::from_vector(std::vector<int64_t>(logits.size(0), 1), {logits.size(0)});
+    Variable loss = t.model.loss(logits, labels);
     EXPECT_EQ(count_nodes(loss, "fused_attention"), fused ? t.cfg.num_hidden_layers : 0);
     loss.backward();
     std::vector<Tensor> grads{loss.data()};

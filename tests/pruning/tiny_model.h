@@ -20,9 +20,10 @@ struct Loaded {
     NoGradGuard ng;
     return model.forward(ref.at("input_ids"), ref.at("token_type_ids"), ref.at("attention_mask")).data();
   }
-  // The same forward recording gradients: the unfused attention ops, which a forward with a
-  // probability hook or mask also runs, so the two compare bit for bit (logits() takes the
-  // fused attention, equal to them only to rounding at short sequences).
+  // The same forward recording gradients: the training attention, bitwise the unfused ops
+  // that a forward with a probability hook or mask runs, so the two compare bit for bit
+  // (logits() takes the inference attention, equal to them only to rounding at short
+  // sequences).
   Tensor logits_unfused() const {
     return model.forward(ref.at("input_ids"), ref.at("token_type_ids"), ref.at("attention_mask")).data();
   }
