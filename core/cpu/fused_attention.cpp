@@ -136,9 +136,11 @@ void probs_by_sgemm(const Operands& o, int64_t b, int64_t h, float s, float* p) 
   for (int64_t i = 0; i < o.T; ++i) probs_row(p + i * o.T, o.T, o.T, s, o.mask_row(b, h, i));
 }
 
+// 1 / (1 - p) in f32, as lopper::dropout's kernel computes it.
+float keep_scale(const AttentionDropout& drop) { return 1.0f / (1.0f - static_cast<float>(drop.p)); }
+
 // y = dropout(x) over n elements whose first counter is drop.offset + first: lopper::dropout's
 // arithmetic (core/kernels/random.h).
-float keep_scale(const AttentionDropout& drop) { return 1.0f / (1.0f - static_cast<float>(drop.p)); }
 void dropout_run(const float* x, float* y, int64_t n, const AttentionDropout& drop, uint64_t first) {
   kernels::dropout_span(x, y, n, keep_scale(drop), drop.seed, drop.offset + first, static_cast<float>(drop.p));
 }
