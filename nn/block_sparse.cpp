@@ -39,12 +39,13 @@ BlockSparseScope::BlockSparseScope(Module& model, const BlockSparseOptions& opti
     // The shape that skips the most: the lowest density (ties to the earlier listed one);
     // none when no listed block divides the weight.
     BlockSparseLayer best{name, 0, 0, 2.0};
-    for (auto [br, bc] : want_blocks ? options.blocks : std::vector<std::pair<int64_t, int64_t>>{}) {
-      LOPPER_CHECK(br > 0 && bc > 0, "[block_sparse] block (", br, ", ", bc, ") must be positive");
-      if (w.size(0) % br != 0 || w.size(1) % bc != 0) continue;
-      double d = block_density(w, br, bc);
-      if (d < best.density) best = {name, br, bc, d};
-    }
+    if (want_blocks)
+      for (auto [br, bc] : options.blocks) {
+        LOPPER_CHECK(br > 0 && bc > 0, "[block_sparse] block (", br, ", ", bc, ") must be positive");
+        if (w.size(0) % br != 0 || w.size(1) % bc != 0) continue;
+        double d = block_density(w, br, bc);
+        if (d < best.density) best = {name, br, bc, d};
+      }
     const bool divides = best.density <= 1.0;
     if (!divides) best.density = 1.0;  // all of it kept, as far as anyone can tell
     best.dense = !divides || best.density > options.max_density || options.max_density == 0.0;

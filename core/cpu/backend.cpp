@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/cpu/dropout.h"
 #include "core/cpu/parallel.h"
 #include "core/cpu/sgemm.h"
 #include "core/cpu/select.h"

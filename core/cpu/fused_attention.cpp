@@ -5,10 +5,10 @@
 #include <limits>
 #include <vector>
 
+#include "core/cpu/dropout.h"
 #include "core/cpu/gemm_tile.h"
 #include "core/cpu/sgemm.h"
 #include "core/profile.h"
-#include "core/kernels/random.h"
 #include "core/kernels/rows.h"
 
 namespace lopper {
@@ -69,6 +69,10 @@ void check_operand(const Tensor& t, const Tensor& q, const char* what) {
   LOPPER_CHECK(t.stride(3) == 1 || t.size(3) == 1, "[fused_attention] ", what, " needs unit stride along D");
 }
 
+// (example b, head h)'s (T, D) matrix of a (B, H, T, D) tensor.
+const float* at(const Tensor& t, int64_t b, int64_t h) { return t.data<float>() + b * t.stride(0) + h * t.stride(1); }
+float* at(Tensor& t, int64_t b, int64_t h) { return t.data<float>() + b * t.stride(0) + h * t.stride(1); }
+
 // What every pass reads: q, k, v (B, H, T, D) and the mask expanded to (B, H, T, T) with
 // unit stride along keys, as pointers and strides.
 struct Operands {
@@ -96,9 +100,6 @@ struct Operands {
     }
     qs = q.stride(2), ks = k.stride(2), vs = v.stride(2);
   }
-  const float* at(const Tensor& t, int64_t b, int64_t h) const {
-    return t.data<float>() + b * t.stride(0) + h * t.stride(1);
-  }
   const float* mask_row(int64_t b, int64_t h, int64_t i) const {
     return mp ? mp + b * mstride[0] + h * mstride[1] + i * mstride[2] : nullptr;
   }
@@ -109,7 +110,6 @@ struct Operands {
 Tensor per_head_result(int64_t B, int64_t H, int64_t T, int64_t D) {
   return Tensor::empty({B, T, H, D}).permute({0, 2, 1, 3});
 }
-float* at(Tensor& t, int64_t b, int64_t h) { return t.data<float>() + b * t.stride(0) + h * t.stride(1); }
 
 // Row i of one (example, head)'s scores -> probabilities in place: x * scale, + mask (m may
 // be null), softmax over tp >= T columns, those past T set to -inf (exp gives exactly 0:
@@ -132,7 +132,7 @@ void probs_row(float* row, int64_t T, int64_t tp, float s, const float* m) {
 // matmul's call for Q Kᵀ, then probs_row.
 void probs_by_sgemm(const Operands& o, int64_t b, int64_t h, float s, float* p) {
   const kernels::GemmArgs scores{false, true, o.T, o.T, o.D, o.qs, o.ks, o.T};
-  cpu::sgemm(scores, o.at(o.q, b, h), o.at(o.k, b, h), p);
+  cpu::sgemm(scores, at(o.q, b, h), at(o.k, b, h), p);
   for (int64_t i = 0; i < o.T; ++i) probs_row(p + i * o.T, o.T, o.T, s, o.mask_row(b, h, i));
 }
 
@@ -181,11 +181,11 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h) {
-        const float* vbh = o.at(o.v, b, h);
+        const float* vbh = at(o.v, b, h);
         float* obh = at(out, b, h);
         if (small) {
-          transpose_k(o.at(o.k, b, h), o.ks, T, D, kt.data(), tp);
-          small_gemm(T, tp, D, o.at(o.q, b, h), o.qs, kt.data(), tp, p.data(), tp);
+          transpose_k(at(o.k, b, h), o.ks, T, D, kt.data(), tp);
+          small_gemm(T, tp, D, at(o.q, b, h), o.qs, kt.data(), tp, p.data(), tp);
           for (int64_t i = 0; i < T; ++i) probs_row(p.data() + i * tp, T, tp, s, o.mask_row(b, h, i));
           small_gemm(T, D, T, p.data(), tp, vbh, o.vs, obh, os);
         } else {
@@ -215,7 +215,7 @@ Tensor fused_attention_train(const Tensor& q, const Tensor& k, const Tensor& v, 
       for (int64_t h = 0; h < H; ++h) {
         probs_by_sgemm(o, b, h, s, p.data());
         if (drop.p > 0) dropout_run(p.data(), p.data(), T * T, drop, static_cast<uint64_t>((b * H + h) * T * T));
-        cpu::sgemm(times_v, p.data(), o.at(o.v, b, h), at(out, b, h));
+        cpu::sgemm(times_v, p.data(), at(o.v, b, h), at(out, b, h));
       }
   }
   return out;
@@ -235,11 +235,7 @@ std::array<Tensor, 3> fused_attention_backward(const Tensor& gy_in, const Tensor
   std::array<Tensor, 3> g;
   for (int i = 0; i < 3; ++i)
     if (need[i]) g[i] = per_head_result(B, H, T, D);
-  if (q.numel() == 0) {
-    for (Tensor& t : g)
-      if (t.defined()) t.zero_();
-    return g;
-  }
+  if (q.numel() == 0) return g;  // gradients as empty as q
   const bool want_scores = need[0] || need[1];
   const int64_t gs = gy.stride(2);
   // The unfused backward's calls (autograd matmul), transposes and all:
@@ -261,7 +257,7 @@ std::array<Tensor, 3> fused_attention_backward(const Tensor& gy_in, const Tensor
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h) {
         const uint64_t first = static_cast<uint64_t>((b * H + h) * T * T);
-        const float* gbh = gy.data<float>() + b * gy.stride(0) + h * gy.stride(1);
+        const float* gbh = at(gy, b, h);
         probs_by_sgemm(o, b, h, s, p.data());
         if (dropping) {
           kernels::dropout_mask_span(mask.data(), T * T, ks, drop.seed, drop.offset + first,
@@ -270,14 +266,14 @@ std::array<Tensor, 3> fused_attention_backward(const Tensor& gy_in, const Tensor
         }
         if (need[2]) cpu::sgemm(dv_args, dropping ? pd.data() : p.data(), gbh, at(g[2], b, h));
         if (!want_scores) continue;
-        cpu::sgemm(dpd_args, gbh, o.at(o.v, b, h), ds.data());
+        cpu::sgemm(dpd_args, gbh, at(o.v, b, h), ds.data());
         if (dropping) kernels::dropout_apply(mask.data(), ds.data(), ds.data(), T * T, ks);  // dropout's backward
         for (int64_t i = 0; i < T; ++i)
           kernels::softmax_backward_row(p.data() + i * T, ds.data() + i * T, ds.data() + i * T, T, false);
 #pragma omp simd
         for (int64_t e = 0; e < T * T; ++e) ds[e] = ds[e] * s;  // the scale op's backward
-        if (need[0]) cpu::sgemm(dq_args, ds.data(), o.at(o.k, b, h), at(g[0], b, h));
-        if (need[1]) cpu::sgemm(dk_args, ds.data(), o.at(o.q, b, h), at(g[1], b, h));
+        if (need[0]) cpu::sgemm(dq_args, ds.data(), at(o.k, b, h), at(g[0], b, h));
+        if (need[1]) cpu::sgemm(dk_args, ds.data(), at(o.q, b, h), at(g[1], b, h));
       }
   }
   return g;

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "core/kernels/random.h"
+#include "core/cpu/dropout.h"
 #include "core/ops.h"
 
 using namespace lopper;

@@ -166,7 +166,6 @@ TEST(FusedAttention, TrainingEqualsTheUnfusedOpsBitwise) {
           // Padding masks are 0 or the lowest float, where x * scale + m rounds the same with
           // and without an FMA; an additive mask of any values (a bias per key) would not.
           Tensor mask = any_mask ? uniform({c.b, 1, 1, c.t}, -3, 3, g) : c.padded ? padding_mask(c.b, c.t) : Tensor();
-          double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
           Tensor qkv0 = normal({c.b, c.t, 3, c.h * c.d}, 0, 1, g);
           Tensor up = normal({c.b, c.h, c.t, c.d}, 0, 1, g);  // the gradient arriving from above
           struct Run {
