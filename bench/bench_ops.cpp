@@ -171,6 +171,12 @@ void BM_Gelu(benchmark::State& st) { run_op(st, {kTokens, 1536}, [](const Tensor
 void BM_GeluBackward(benchmark::State& st) {
   run_op(st, {kTokens, 1536}, [](const Tensor& x) { return unary_backward(UnaryOp::gelu, x, x); }, 12);
 }
+// gelu_new / gelu_pytorch_tanh (ALBERT's, GPT-2's hidden_act) and tanh itself (the pooler).
+void BM_GeluTanh(benchmark::State& st) { run_op(st, {kTokens, 1536}, [](const Tensor& x) { return gelu_tanh(x); }, 8); }
+void BM_GeluTanhBackward(benchmark::State& st) {
+  run_op(st, {kTokens, 1536}, [](const Tensor& x) { return unary_backward(UnaryOp::gelu_tanh, x, x); }, 12);
+}
+void BM_Tanh(benchmark::State& st) { run_op(st, {kTokens, 1536}, [](const Tensor& x) { return tanh(x); }, 8); }
 void BM_AddBias(benchmark::State& st) {
   Tensor b = Tensor::ones({1536});
   run_op(st, {kTokens, 1536}, [&](const Tensor& x) { return add(x, b); }, 8);
@@ -211,6 +217,9 @@ BENCHMARK(BM_LopperAttentionScores)->Apply(thread_args);
 BENCHMARK(BM_AttentionTrainStep)->Apply(attention_args);
 BENCHMARK(BM_Gelu)->Apply(thread_args);
 BENCHMARK(BM_GeluBackward)->Apply(thread_args);
+BENCHMARK(BM_GeluTanh)->Apply(thread_args);
+BENCHMARK(BM_GeluTanhBackward)->Apply(thread_args);
+BENCHMARK(BM_Tanh)->Apply(thread_args);
 BENCHMARK(BM_AddBias)->Apply(thread_args);
 BENCHMARK(BM_SoftmaxRows)->Apply(thread_args);
 BENCHMARK(BM_LayerNorm)->Apply(thread_args);
