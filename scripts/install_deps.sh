@@ -9,7 +9,7 @@ pkgs=(
   # toolchain and build
   build-essential cmake ninja-build pkgconf git ca-certificates
   # libraries (third_party/README.md)
-  libdnnl-dev libxsmm-dev libeigen3-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev libcli11-dev
+  libdnnl-dev libxsmm-dev libsleef-dev libeigen3-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin
   # a real Slurm on localhost for the launch tests (tests/slurm/): daemons, srun/sbatch, munge
   slurmctld slurmd slurm-client munge

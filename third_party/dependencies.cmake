@@ -58,6 +58,22 @@ if(NOT TARGET lopper::libxsmm)
                         INTERFACE_LINK_LIBRARIES "${LOPPER_LIBXSMM_NOBLAS};Threads::Threads;${CMAKE_DL_LIBS};m")
 endif()
 
+# --- SLEEF: vectorized float tanh on the CPU (core/cpu/vector_math, core/kernels/math.h). ---
+# Its AVX2 and scalar FMA builds are called by name, so the results do not depend on the CPU.
+find_path(LOPPER_SLEEF_INCLUDE_DIR NAMES sleef.h)
+find_library(LOPPER_SLEEF_LIBRARY NAMES sleef)
+if(NOT LOPPER_SLEEF_INCLUDE_DIR OR NOT LOPPER_SLEEF_LIBRARY)
+  lopper_missing("SLEEF (sleef.h and libsleef)" "libsleef-dev")
+endif()
+if(NOT TARGET lopper::sleef)
+  add_library(lopper::sleef UNKNOWN IMPORTED)
+  set_target_properties(lopper::sleef PROPERTIES IMPORTED_LOCATION "${LOPPER_SLEEF_LIBRARY}"
+                        INTERFACE_INCLUDE_DIRECTORIES "${LOPPER_SLEEF_INCLUDE_DIR}")
+endif()
+file(STRINGS "${LOPPER_SLEEF_INCLUDE_DIR}/sleef.h" _sleef_v REGEX "#define SLEEF_VERSION_(MAJOR|MINOR|PATCHLEVEL) ")
+string(REGEX REPLACE ".*MAJOR ([0-9]+).*MINOR ([0-9]+).*PATCHLEVEL ([0-9]+).*" "\\1.\\2.\\3"
+       LOPPER_SLEEF_VERSION "${_sleef_v}")
+
 # --- Eigen: the dense solves of pruning's least-squares reconstruction (header-only). -----
 find_package(Eigen3 3.3 QUIET NO_MODULE)
 if(NOT Eigen3_FOUND)
@@ -146,7 +162,7 @@ if(LOPPER_CUDA)
 endif()
 
 set(_found "oneDNN ${LOPPER_DNNL_VERSION}" "nlohmann_json ${nlohmann_json_VERSION}"
-    "libxsmm ${LIBXSMM_VERSION}" "Eigen ${Eigen3_VERSION}" "utf8proc ${UTF8PROC_VERSION}" "sentencepiece ${SENTENCEPIECE_VERSION}" "OpenMP ${OpenMP_CXX_VERSION}")
+    "libxsmm ${LIBXSMM_VERSION}" "SLEEF ${LOPPER_SLEEF_VERSION}" "Eigen ${Eigen3_VERSION}" "utf8proc ${UTF8PROC_VERSION}" "sentencepiece ${SENTENCEPIECE_VERSION}" "OpenMP ${OpenMP_CXX_VERSION}")
 if(CLI11_FOUND)
   list(APPEND _found "CLI11 ${CLI11_VERSION}")
 endif()

@@ -1,13 +1,28 @@
 // Scalar math overloads for float and double that compile on the host and under nvcc.
 // On the host, float exp and erf are branch-free polynomials so that the OpenMP simd loops
-// over the functors vectorize (libm's scalar calls were 60% of a GELU); the GPU uses its
-// own expf/erff, and double (gradcheck) always uses libm.
+// over the functors vectorize (libm's scalar calls were 60% of a GELU), and float tanh is
+// SLEEF's (below); the GPU uses its own expf/erff/tanhf, and double (gradcheck) always uses
+// libm. SLEEF's exp and erf were measured against these two and not taken: docs/benchmarks.md
+// "SLEEF".
 #pragma once
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "core/kernels/host_device.h"
+
+#if !defined(__CUDA_ARCH__)
+// Float tanh on the host: SLEEF's tanhf (u10: within 1 ulp), defined in core/cpu/vector_math.cpp.
+// `declare simd` tells GCC there is an 8-lane version, so an `omp simd` loop over a functor
+// that calls it (tanh, gelu_tanh) vectorizes and calls SLEEF's AVX2 code 8 floats at a time,
+// and the scalar version for the loop's remainder: the two give the same bits.
+extern "C" {
+#if !defined(__CUDACC__)
+#pragma omp declare simd notinbranch simdlen(8)
+#endif
+float lopper_tanhf(float x);
+}
+#endif
 
 namespace lopper::kernels {
 
@@ -40,7 +55,13 @@ LOPPER_HOST_DEVICE float k_log(float x) { return logf(x); }
 LOPPER_HOST_DEVICE double k_log(double x) { return log(x); }
 LOPPER_HOST_DEVICE float k_sqrt(float x) { return sqrtf(x); }
 LOPPER_HOST_DEVICE double k_sqrt(double x) { return sqrt(x); }
-LOPPER_HOST_DEVICE float k_tanh(float x) { return tanhf(x); }
+LOPPER_HOST_DEVICE float k_tanh(float x) {
+#if defined(__CUDA_ARCH__)
+  return tanhf(x);
+#else
+  return lopper_tanhf(x);
+#endif
+}
 LOPPER_HOST_DEVICE double k_tanh(double x) { return tanh(x); }
 // Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7), the form PyTorch's vectorized
 // CPU erf uses, so GELU matches it to float rounding.
