@@ -7,6 +7,7 @@
 #
 #   scripts/bench_before_after.sh BEFORE [AFTER=HEAD] [ROUNDS=5]
 #   MODES=forward SHAPES="32x128 32x25 1x25" scripts/bench_before_after.sh HEAD~1
+#   CONFIG=my_config.json MODES=train scripts/bench_before_after.sh HEAD~1   # random weights of that shape
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 before=$(git -C "$repo" rev-parse --short "${1:?usage: bench_before_after.sh BEFORE [AFTER] [ROUNDS]}")
@@ -16,7 +17,12 @@ modes=${MODES:-forward train}
 shapes=${SHAPES:-32x128}
 work=${WORK:-/var/tmp/lopper-bench}
 model="$repo/models/all-MiniLM-L6-v2"
-[ -f "$model/config.json" ] || "$repo/scripts/fetch_model.sh"
+src=(--model "$model")
+if [ -n "${CONFIG:-}" ]; then
+  src=(--config "$(realpath "$CONFIG")")
+else
+  [ -f "$model/config.json" ] || "$repo/scripts/fetch_model.sh"
+fi
 mkdir -p "$work"
 for c in "$before" "$after"; do
   if [ ! -x "$work/$c/build/bench/bench_bert" ]; then
@@ -27,14 +33,14 @@ for c in "$before" "$after"; do
     cmake --build "$work/$c/build" -j "$(nproc)" --target bench_bert > /dev/null
   fi
 done
-echo "# bench_bert $before (before) vs $after (after), $rounds alternating rounds, $(nproc) threads, $modes at $shapes"
+echo "# bench_bert $before (before) vs $after (after), $rounds alternating rounds, $(nproc) threads, $modes at $shapes, ${src[*]}"
 for r in $(seq 1 "$rounds"); do
   for mode in $modes; do
     for shape in $shapes; do
       b=${shape%x*} s=${shape#*x} n=5
       [ "$b" = 1 ] && n=100  # batch 1 takes milliseconds: more iterations
       for c in "$before" "$after"; do
-        line=$("$work/$c/build/bench/bench_bert" --model "$model" --batch "$b" --seq "$s" --iters "$n" --mode "$mode")
+        line=$("$work/$c/build/bench/bench_bert" "${src[@]}" --batch "$b" --seq "$s" --iters "$n" --mode "$mode")
         echo "{\"round\": $r, \"commit\": \"$c\", $(echo "$line" | sed 's/^{//')"
       done
     done

@@ -10,7 +10,12 @@
 #
 #   scripts/bench_vs_torch.sh                      # every shape, 3 rounds
 #   SHAPES="1x25" MODES=forward ROUNDS=5 scripts/bench_vs_torch.sh
+#   CONFIG=my_config.json MODES=train scripts/bench_vs_torch.sh   # random weights of that shape
+#
+# CONFIG: a BERT config.json in place of MiniLM (both get random weights of its shape; no
+# ONNX Runtime rows, which need the exported MiniLM).
 set -euo pipefail
+if [ -n "${CONFIG:-}" ]; then CONFIG=$(realpath "$CONFIG"); fi
 cd "$(dirname "$0")/.."
 threads="${THREADS:-$(nproc)}"
 iters="${ITERS:-5}"
@@ -25,6 +30,8 @@ py=tests/fixtures/.venv/bin/python
 [ -x "$py" ] || { echo "no $py: run tests/fixtures/make_fixtures.sh first" >&2; exit 1; }
 onnx=build/bench_models/minilm-l6-cls2.onnx
 model=models/all-MiniLM-L6-v2
+src=(--model "$model")
+[ -n "${CONFIG:-}" ] && src=(--config "$CONFIG")
 for r in $(seq "$rounds"); do
   for mode in $modes; do
     list=$shapes
@@ -35,9 +42,9 @@ for r in $(seq "$rounds"); do
       [ "$b" = 1 ] && n=$((iters * 20))  # batch 1 takes milliseconds: more iterations
       for t in $threads; do
         common=(--batch "$b" --seq "$s" --threads "$t" --iters "$n")
-        OMP_NUM_THREADS=$t ./build/bench/bench_bert --model "$model" --mode "$mode" "${common[@]}" | sed "s/^{/{\"round\": $r, /"
-        "$py" bench/torch_bert.py --model "$model" --mode "$mode" "${common[@]}" | sed "s/^{/{\"round\": $r, /"
-        [ "$mode" = forward ] && "$py" bench/ort_bert.py --model "$model" --onnx "$onnx" "${common[@]}" |
+        OMP_NUM_THREADS=$t ./build/bench/bench_bert "${src[@]}" --mode "$mode" "${common[@]}" | sed "s/^{/{\"round\": $r, /"
+        "$py" bench/torch_bert.py "${src[@]}" --mode "$mode" "${common[@]}" | sed "s/^{/{\"round\": $r, /"
+        [ "$mode" = forward ] && [ -z "${CONFIG:-}" ] && "$py" bench/ort_bert.py --model "$model" --onnx "$onnx" "${common[@]}" |
           sed "s/^{/{\"round\": $r, /"
       done
     done
