@@ -33,8 +33,10 @@ record() {  # record NAME SECONDS STATUS
 tarball="$work/bookworm-minbase.tar"
 if [ ! -f "$tarball" ]; then
   command -v debootstrap >/dev/null || { apt-get update -q && apt-get install -y -q debootstrap; }
-  mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list \
-             2>/dev/null | grep -v security | head -1 | awk '{print $2}')
+  # (grep fails for a list file that does not exist, e.g. no /etc/apt/sources.list on a
+  # deb822-only machine: that must not stop the script under pipefail)
+  mirror=$({ grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list \
+             2>/dev/null || true; } | grep -v security | head -1 | awk '{print $2}')
   mirror=${mirror:-http://deb.debian.org/debian}
   echo "== debootstrap --variant=minbase bookworm from $mirror"
   s=$SECONDS
