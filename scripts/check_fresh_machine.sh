@@ -10,7 +10,7 @@
 # unpacks it afresh: a root reused after an install would hide missing packages again),
 # clones HEAD of this repository into it (committed work only) with shared/ beside it,
 # copies in this machine's package-client settings (resolv.conf, apt sources, pip config and
-# this machine's CA bundle under a path of its own), mounts /proc and runs each command under
+# this machine's CA bundle under a path of its own), mounts /proc and /sys and runs each command under
 # chroot with a clean environment, stopping at the first failure. Phase times go to stdout
 # and to WORKDIR/logs/phases.txt; each phase's full output to WORKDIR/logs/PHASE.log.
 # Needs root (debootstrap, chroot, mount).
@@ -49,9 +49,15 @@ fi
 
 # 2. A pristine root from it, with a clean clone and shared/.
 root="$work/root"
-cleanup() { umount "$root/proc" 2>/dev/null || true; }
+cleanup() {
+  umount "$root/proc" 2>/dev/null || true
+  umount -R "$root/sys" 2>/dev/null || true
+}
 trap cleanup EXIT
 cleanup
+for m in proc sys; do  # never rm -rf through a mount of the host's /proc or /sys
+  if mountpoint -q "$root/$m"; then echo "check_fresh_machine.sh: $root/$m is still mounted" >&2; exit 1; fi
+done
 rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
@@ -70,6 +76,10 @@ done
 # The root's ca-certificates package regenerates /etc/ssl/certs: keep the host's bundle apart.
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/lopper-host-ca.crt"
 mount -t proc proc "$root/proc"
+# /sys as on a real machine: the local Slurm's slurmd stops without /sys/fs/cgroup, and
+# hwloc (Open MPI) reads the CPU topology there. A slave mount: nothing propagates back.
+mount --rbind /sys "$root/sys"
+mount --make-rslave "$root/sys"
 
 # 4. The README's commands, each timed, stopping at the first failure.
 run_phase() {  # run_phase NAME COMMAND...
