@@ -2,8 +2,9 @@
 // vectorized functions (libsleef-dev, what PyTorch's CPU path calls) and libm. Each
 // benchmark runs one function over 2^20 floats on one thread, 8 lanes at a time where it
 // vectorizes, and reports elements per second with the largest and the mean error in ulp
-// and the largest absolute error against libm in double over the same inputs. core/kernels/math.h keeps whichever is as
-// accurate and faster; docs/benchmarks.md "SLEEF" has the numbers.
+// and the largest absolute error against libm in double over the same inputs.
+// core/kernels/math.h keeps whichever is as accurate and faster; docs/benchmarks.md "SLEEF"
+// has the numbers.
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 #include <sleef.h>
@@ -64,53 +65,46 @@ void run(benchmark::State& st, float lo, float hi, F f, R exact) {
   st.counters["max_abs"] = worst_abs;
 }
 
-// Lopper's (core/kernels/math.h): inlined into an `omp simd` loop, as in the backends.
-void BM_ExpLopper(benchmark::State& st) {
-  run(st, -87, 88, [](const float* x, float* y) {
+// The two kinds of loop measured. Lopper's functions (core/kernels/math.h) are inlined into
+// an `omp simd` loop, as in the backends; SLEEF's vector functions are called on 8 floats at
+// a time (kN is a multiple of 8); libm's tanhf is called per float.
+template <class S>
+auto simd_loop(S f) {
+  return [f](const float* x, float* y) {
 #pragma omp simd
-    for (int64_t i = 0; i < kN; ++i) y[i] = k_exp(x[i]);
-  }, [](double v) { return std::exp(v); });
+    for (int64_t i = 0; i < kN; ++i) y[i] = f(x[i]);
+  };
 }
-void BM_ExpSleefU10(benchmark::State& st) {
-  run(st, -87, 88, [](const float* x, float* y) {
-    for (int64_t i = 0; i < kN; i += 8) _mm256_storeu_ps(y + i, Sleef_expf8_u10avx2(_mm256_loadu_ps(x + i)));
-  }, [](double v) { return std::exp(v); });
+template <class V>
+auto by_8(V f) {
+  return [f](const float* x, float* y) {
+    for (int64_t i = 0; i < kN; i += 8) _mm256_storeu_ps(y + i, f(_mm256_loadu_ps(x + i)));
+  };
 }
+double exp_exact(double x) { return std::exp(x); }
+double tanh_exact(double x) { return std::tanh(x); }
+
+void BM_ExpLopper(benchmark::State& st) { run(st, -87, 88, simd_loop([](float v) { return k_exp(v); }), exp_exact); }
+void BM_ExpSleefU10(benchmark::State& st) { run(st, -87, 88, by_8(Sleef_expf8_u10avx2), exp_exact); }
 // GELU over [-3, 3], where BERT's pre-activations lie: below about -3, 1 + erf(x / sqrt 2)
 // cancels in float whichever erf is used, and errors in ulp of the tiny result mean nothing.
 void BM_GeluLopper(benchmark::State& st) {
-  run(st, -3, 3, [](const float* x, float* y) {
-#pragma omp simd
-    for (int64_t i = 0; i < kN; ++i) y[i] = 0.5f * x[i] * (1.0f + k_erf(x[i] * kRsqrt2));
-  }, gelu_exact);
+  run(st, -3, 3, simd_loop([](float v) { return 0.5f * v * (1.0f + k_erf(v * kRsqrt2)); }), gelu_exact);
 }
 void BM_GeluSleefErfU10(benchmark::State& st) {
-  run(st, -3, 3, [](const float* x, float* y) {
-    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), r = _mm256_set1_ps(kRsqrt2);
-    for (int64_t i = 0; i < kN; i += 8) {
-      __m256 v = _mm256_loadu_ps(x + i);
-      __m256 e = Sleef_erff8_u10avx2(_mm256_mul_ps(v, r));
-      _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
-    }
-  }, gelu_exact);
+  run(st, -3, 3, by_8([](__m256 v) {
+    __m256 e = Sleef_erff8_u10avx2(_mm256_mul_ps(v, _mm256_set1_ps(kRsqrt2)));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+  }), gelu_exact);
 }
 // Lopper's tanh is SLEEF's u10 through the declare-simd entry points (core/cpu/vector_math).
-void BM_TanhLopper(benchmark::State& st) {
-  run(st, -10, 10, [](const float* x, float* y) {
-#pragma omp simd
-    for (int64_t i = 0; i < kN; ++i) y[i] = k_tanh(x[i]);
-  }, [](double v) { return std::tanh(v); });
-}
+void BM_TanhLopper(benchmark::State& st) { run(st, -10, 10, simd_loop([](float v) { return k_tanh(v); }), tanh_exact); }
 void BM_TanhLibm(benchmark::State& st) {
   run(st, -10, 10, [](const float* x, float* y) {
     for (int64_t i = 0; i < kN; ++i) y[i] = tanhf(x[i]);
-  }, [](double v) { return std::tanh(v); });
+  }, tanh_exact);
 }
-void BM_TanhSleefU35(benchmark::State& st) {
-  run(st, -10, 10, [](const float* x, float* y) {
-    for (int64_t i = 0; i < kN; i += 8) _mm256_storeu_ps(y + i, Sleef_tanhf8_u35avx2(_mm256_loadu_ps(x + i)));
-  }, [](double v) { return std::tanh(v); });
-}
+void BM_TanhSleefU35(benchmark::State& st) { run(st, -10, 10, by_8(Sleef_tanhf8_u35avx2), tanh_exact); }
 
 }  // namespace
 

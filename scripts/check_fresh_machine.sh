@@ -49,13 +49,11 @@ fi
 
 # 2. A pristine root from it, with a clean clone and shared/.
 root="$work/root"
-cleanup() {
-  umount "$root/proc" 2>/dev/null || true
-  umount -R "$root/sys" 2>/dev/null || true
-}
+mounts=(proc sys)  # mounted into the root below
+cleanup() { for m in "${mounts[@]}"; do umount -R "$root/$m" 2>/dev/null || true; done; }
 trap cleanup EXIT
 cleanup
-for m in proc sys; do  # never rm -rf through a mount of the host's /proc or /sys
+for m in "${mounts[@]}"; do  # never rm -rf through a mount of the host's /proc or /sys
   if mountpoint -q "$root/$m"; then echo "check_fresh_machine.sh: $root/$m is still mounted" >&2; exit 1; fi
 done
 rm -rf "$root"
