@@ -31,9 +31,9 @@ void set_threads(int n) {
 #endif
 }
 
-void gemm_counters(benchmark::State& st, int64_t m, int64_t k, int64_t n) {
+void gemm_counters(benchmark::State& st, int64_t m, int64_t k, int64_t n, const std::string& what = "") {
   st.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  st.SetLabel("M=" + std::to_string(m) + " K=" + std::to_string(k) + " N=" + std::to_string(n));
+  st.SetLabel("M=" + std::to_string(m) + " K=" + std::to_string(k) + " N=" + std::to_string(n) + what);
 }
 
 // X (M, K) @ W (N, K)^T: the Linear layout, as the model calls it.
@@ -55,6 +55,22 @@ void BM_OneDnnSgemm(benchmark::State& st) {
   gemm_counters(st, kTokens, k, n);
 }
 
+// The three GEMMs a Linear layer (in K, out N) runs in a training step, by dnnl_sgemm on
+// the model's layouts: 0 the forward Y = X Wᵀ (M x K x N), 1 the input gradient dX = dY W
+// (M x N x K), 2 the weight gradient dW = dYᵀ X (N x M x K, the long reduction over tokens).
+void BM_OneDnnSgemmTrain(benchmark::State& st) {
+  auto [k, n] = kShapes[st.range(0)];
+  const int64_t m = kTokens, which = st.range(2);
+  set_threads(static_cast<int>(st.range(1)));
+  std::vector<float> x(m * k, 0.5f), w(n * k, 0.25f), y(m * n, 0.125f), out(std::max(m * n, std::max(m * k, n * k)));
+  for (auto _ : st) {
+    if (which == 0) dnnl_sgemm('N', 'T', m, n, k, 1.0f, x.data(), k, w.data(), k, 0.0f, out.data(), n);
+    else if (which == 1) dnnl_sgemm('N', 'N', m, k, n, 1.0f, y.data(), n, w.data(), k, 0.0f, out.data(), k);
+    else dnnl_sgemm('T', 'N', n, k, m, 1.0f, y.data(), n, x.data(), k, 0.0f, out.data(), k);
+  }
+  gemm_counters(st, m, k, n, which == 0 ? " forward" : which == 1 ? " dX" : " dW");
+}
+
 #ifdef LOPPER_BENCH_OPENBLAS
 void BM_OpenBlasSgemm(benchmark::State& st) {
   auto [k, n] = kShapes[st.range(0)];
@@ -66,6 +82,12 @@ void BM_OpenBlasSgemm(benchmark::State& st) {
   gemm_counters(st, kTokens, k, n);
 }
 #endif
+
+void gemm_train_args(benchmark::internal::Benchmark* b) {
+  for (int64_t s : {0, 1, 2, 3})
+    for (int64_t which : {0, 1, 2}) b->Args({s, omp_get_num_procs(), which});
+  b->ArgNames({"shape", "threads", "gemm"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
 
 void gemm_args(benchmark::internal::Benchmark* b) {
   int cores = omp_get_num_procs();
@@ -210,6 +232,7 @@ void attention_args(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_FmaPeak)->Apply(thread_args);
 BENCHMARK(BM_LopperMatmul)->Apply(gemm_args);
 BENCHMARK(BM_OneDnnSgemm)->Apply(gemm_args);
+BENCHMARK(BM_OneDnnSgemmTrain)->Apply(gemm_train_args);
 #ifdef LOPPER_BENCH_OPENBLAS
 BENCHMARK(BM_OpenBlasSgemm)->Apply(gemm_args);
 #endif
