@@ -55,20 +55,20 @@ void BM_OneDnnSgemm(benchmark::State& st) {
   gemm_counters(st, kTokens, k, n);
 }
 
-// The three GEMMs a Linear layer (in K, out N) runs in a training step, by dnnl_sgemm on
-// the model's layouts: 0 the forward Y = X Wᵀ (M x K x N), 1 the input gradient dX = dY W
-// (M x N x K), 2 the weight gradient dW = dYᵀ X (N x M x K, the long reduction over tokens).
-void BM_OneDnnSgemmTrain(benchmark::State& st) {
+// The two other GEMMs a Linear layer (in K, out N) runs in a training step (its forward is
+// BM_OneDnnSgemm), by dnnl_sgemm on the model's layouts: 0 the input gradient dX = dY W
+// (M x N x K), 1 the weight gradient dW = dYᵀ X (N x M x K, the long reduction over tokens).
+void BM_OneDnnSgemmBackward(benchmark::State& st) {
   auto [k, n] = kShapes[st.range(0)];
-  const int64_t m = kTokens, which = st.range(2);
+  const int64_t m = kTokens;
+  const bool dw = st.range(2) == 1;
   set_threads(static_cast<int>(st.range(1)));
-  std::vector<float> x(m * k, 0.5f), w(n * k, 0.25f), y(m * n, 0.125f), out(std::max(m * n, std::max(m * k, n * k)));
+  std::vector<float> x(m * k, 0.5f), w(n * k, 0.25f), gy(m * n, 0.125f), out(std::max(m, n) * k);
   for (auto _ : st) {
-    if (which == 0) dnnl_sgemm('N', 'T', m, n, k, 1.0f, x.data(), k, w.data(), k, 0.0f, out.data(), n);
-    else if (which == 1) dnnl_sgemm('N', 'N', m, k, n, 1.0f, y.data(), n, w.data(), k, 0.0f, out.data(), k);
-    else dnnl_sgemm('T', 'N', n, k, m, 1.0f, y.data(), n, x.data(), k, 0.0f, out.data(), k);
+    if (dw) dnnl_sgemm('T', 'N', n, k, m, 1.0f, gy.data(), n, x.data(), k, 0.0f, out.data(), k);
+    else dnnl_sgemm('N', 'N', m, k, n, 1.0f, gy.data(), n, w.data(), k, 0.0f, out.data(), k);
   }
-  gemm_counters(st, m, k, n, which == 0 ? " forward" : which == 1 ? " dX" : " dW");
+  gemm_counters(st, m, k, n, dw ? " dW" : " dX");
 }
 
 #ifdef LOPPER_BENCH_OPENBLAS
@@ -83,10 +83,10 @@ void BM_OpenBlasSgemm(benchmark::State& st) {
 }
 #endif
 
-void gemm_train_args(benchmark::internal::Benchmark* b) {
+void gemm_backward_args(benchmark::internal::Benchmark* b) {
   for (int64_t s : {0, 1, 2, 3})
-    for (int64_t which : {0, 1, 2}) b->Args({s, omp_get_num_procs(), which});
-  b->ArgNames({"shape", "threads", "gemm"})->Unit(benchmark::kMillisecond)->UseRealTime();
+    for (int64_t grad : {0, 1}) b->Args({s, omp_get_num_procs(), grad});
+  b->ArgNames({"shape", "threads", "grad"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 void gemm_args(benchmark::internal::Benchmark* b) {
@@ -232,7 +232,7 @@ void attention_args(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_FmaPeak)->Apply(thread_args);
 BENCHMARK(BM_LopperMatmul)->Apply(gemm_args);
 BENCHMARK(BM_OneDnnSgemm)->Apply(gemm_args);
-BENCHMARK(BM_OneDnnSgemmTrain)->Apply(gemm_train_args);
+BENCHMARK(BM_OneDnnSgemmBackward)->Apply(gemm_backward_args);
 #ifdef LOPPER_BENCH_OPENBLAS
 BENCHMARK(BM_OpenBlasSgemm)->Apply(gemm_args);
 #endif
